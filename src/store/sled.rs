@@ -1,0 +1,1 @@
+//! (in progress; only with --features sled)
