@@ -1,1 +1,227 @@
-//! (in progress)
+//! The appliance put together: opens the store, starts every link, the
+//! ingest loop, the web server and the control socket, and stops them in
+//! the right order (stop reading, commit, ACK, close).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::clock::SharedClock;
+use crate::config::Settings;
+use crate::ingest::{Ingest, Totals};
+use crate::link::{self, LinkContext, LinkStatus, Outbound};
+use crate::shutdown::{self, ShutdownTrigger};
+use crate::store::{Store, StoreError};
+
+/// Why the appliance could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot open the store in {path}: {source}")]
+    Store { path: PathBuf, source: StoreError },
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot open the control socket {path}: {source}")]
+    Control { path: PathBuf, source: std::io::Error },
+}
+
+/// A link as the rest of the appliance sees it.
+pub struct LinkHandle {
+    pub status: Arc<LinkStatus>,
+    /// Taken at shutdown so the link can finish once ingest is done.
+    tx: Mutex<Option<mpsc::Sender<Outbound>>>,
+}
+
+impl LinkHandle {
+    /// Queues a payload for the unit at `addr`; false when the link is
+    /// stopping or its queue is full.
+    pub fn send(&self, addr: u8, payload: Vec<u8>) -> bool {
+        let guard = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        guard.as_ref().is_some_and(|tx| tx.try_send(Outbound { addr, payload }).is_ok())
+    }
+}
+
+/// What the web server and the control socket share.
+pub struct AppState {
+    pub settings: Settings,
+    pub store: Arc<Store>,
+    pub clock: SharedClock,
+    pub totals: Arc<Totals>,
+    pub links: Vec<LinkHandle>,
+    pub started_ms: u64,
+}
+
+/// A running appliance.
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub state: Arc<AppState>,
+    trigger: ShutdownTrigger,
+    ingest: JoinHandle<()>,
+    links: Vec<JoinHandle<()>>,
+    others: Vec<JoinHandle<()>>,
+}
+
+/// Creates `dir` (and parents) readable by its owner only.
+pub fn create_data_dir(dir: &Path) -> Result<(), AppError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| AppError::DataDir { path: dir.to_owned(), source })
+}
+
+/// Starts the appliance.
+pub async fn start(settings: Settings, clock: SharedClock) -> Result<Running, AppError> {
+    create_data_dir(&settings.data_dir)?;
+    let store = Store::open(&settings.data_dir, settings.engine)
+        .map_err(|source| AppError::Store { path: settings.data_dir.clone(), source })?;
+    let store = Arc::new(store);
+    let totals = Totals::load(&store).map_err(|source| AppError::Store { path: settings.data_dir.clone(), source })?;
+    let totals = Arc::new(totals);
+    let (trigger, shutdown) = shutdown::channel();
+    // Bounded: when ingest falls behind, links stop reading and the
+    // dongles' stop-and-wait does the rest.
+    let (events_tx, events_rx) = mpsc::channel(8192);
+
+    let mut link_tasks = Vec::new();
+    let mut handles = Vec::new();
+    let mut next_id = 0u16;
+    let mut make_ctx = |name: String, transport: &'static str| {
+        let status = LinkStatus::new(name, transport);
+        let (out_tx, out_rx) = mpsc::channel(4096);
+        let ctx = LinkContext {
+            id: next_id,
+            events: events_tx.clone(),
+            status: status.clone(),
+            outbound: out_rx,
+            outbound_tx: out_tx.clone(),
+            clock: clock.clone(),
+            shutdown: shutdown.clone(),
+        };
+        next_id += 1;
+        handles.push(LinkHandle { status, tx: Mutex::new(Some(out_tx)) });
+        ctx
+    };
+    for s in &settings.serial {
+        let ctx = make_ctx(s.path.display().to_string(), "serial");
+        link_tasks.push(tokio::spawn(link::serial::run(s.clone(), ctx)));
+    }
+    for c in &settings.can {
+        let ctx = make_ctx(c.interface.clone(), "can");
+        let c = c.clone();
+        link_tasks.push(tokio::spawn(async move { link::can::run(&c, ctx).await }));
+    }
+    drop(events_tx);
+    if settings.serial.is_empty() && settings.can.is_empty() {
+        tracing::warn!("no [[serial]] or [[can]] links configured: no dongle will be heard");
+    }
+
+    let ingest = Ingest::new(store.clone(), clock.clone(), totals.clone());
+    let ingest = tokio::spawn(ingest.run(events_rx, shutdown.clone()));
+
+    let state = Arc::new(AppState {
+        settings: settings.clone(),
+        store,
+        clock: clock.clone(),
+        totals,
+        links: handles,
+        started_ms: clock.now_ms(),
+    });
+
+    let listener = tokio::net::TcpListener::bind(settings.http_listen)
+        .await
+        .map_err(|source| AppError::Listen { addr: settings.http_listen, source })?;
+    let http_addr = listener.local_addr().map_err(|source| AppError::Listen { addr: settings.http_listen, source })?;
+    let mut others = Vec::new();
+    let app = crate::web::router(state.clone());
+    let mut web_shutdown = shutdown.clone();
+    others.push(tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move { web_shutdown.fired().await });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "web server failed");
+        }
+    }));
+    let control = crate::control::bind(&settings.data_dir).map_err(|source| AppError::Control {
+        path: crate::control::socket_path(&settings.data_dir),
+        source,
+    })?;
+    others.push(tokio::spawn(crate::control::serve(control, state.clone(), shutdown.clone())));
+    others.push(tokio::spawn(watchdog(shutdown.clone())));
+    tracing::info!(http = %http_addr, data_dir = %settings.data_dir.display(), "forecourt running");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    Ok(Running { http_addr, state, trigger, ingest, links: link_tasks, others })
+}
+
+impl Running {
+    /// Stops on purpose: links stop reading, ingest commits and answers
+    /// what it has, then links write those answers and close.
+    pub async fn stop(self) {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        self.trigger.fire();
+        if let Err(e) = self.ingest.await {
+            tracing::error!(error = %e, "ingest ended abnormally");
+        }
+        for h in &self.state.links {
+            h.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        }
+        for t in self.links {
+            let _ = t.await;
+        }
+        for t in self.others {
+            let _ = t.await;
+        }
+        let _ = std::fs::remove_file(crate::control::socket_path(&self.state.settings.data_dir));
+        tracing::info!("forecourt stopped");
+    }
+}
+
+/// `forecourt run`: starts, waits for SIGINT or SIGTERM, stops.
+pub async fn run(settings: Settings, clock: SharedClock) -> Result<(), AppError> {
+    let running = start(settings, clock).await?;
+    wait_for_signal().await;
+    tracing::info!("stopping: finishing the current batch");
+    running.stop().await;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Pets systemd's watchdog (WatchdogSec= in the unit) at half its period
+/// while the runtime is alive; a hung runtime stops the petting and
+/// systemd restarts the service.
+async fn watchdog(mut shutdown: crate::shutdown::Shutdown) {
+    let mut usec = 0;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return;
+    }
+    let period = std::time::Duration::from_micros(usec / 2);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => { let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]); }
+            _ = shutdown.fired() => return,
+        }
+    }
+}

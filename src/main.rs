@@ -1,1 +1,20 @@
-fn main() {}
+//! `forecourt`: parses the command line, sets up logging (the journal under
+//! systemd, stderr otherwise) and hands over to the library.
+
+use clap::Parser;
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> anyhow::Result<()> {
+    let cli = forecourt::cli::Cli::parse();
+    let filter = EnvFilter::try_from_env("FORECOURT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let journald = std::env::var_os("JOURNAL_STREAM").and_then(|_| tracing_journald::layer().ok());
+    match journald {
+        Some(layer) => tracing_subscriber::registry().with(filter).with(layer).init(),
+        None => tracing_subscriber::registry()
+            .with(filter)
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init(),
+    }
+    forecourt::cli::main(cli)
+}

@@ -1,1 +1,5 @@
-//! (in progress)
+//! Pure types and rules: no IO, no tokio, no store. A rule is a function of
+//! (state, event, now) that changes state and returns effects; time is
+//! always an argument. Most of the tests live here.
+
+pub mod vehicle;

@@ -1,1 +1,121 @@
-//! (in progress)
+//! The web server: `/healthz` (the contract of SPEC.md's last section) and
+//! the status page of the units heard. Handlers are thin: they read the
+//! shared state and hand it to a view in [`views`].
+
+pub mod views;
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use crate::app::AppState;
+
+/// Largest request body accepted anywhere (forms are small).
+pub const MAX_BODY: usize = 64 * 1024;
+/// Units shown on the status page.
+const STATUS_PAGE_UNITS: usize = 500;
+/// Free space under which the appliance reports itself degraded.
+const MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(status_page))
+        .route("/healthz", get(healthz))
+        .route("/static/forecourt.css", get(stylesheet))
+        .fallback(not_found)
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
+        .with_state(state)
+}
+
+/// `GET /healthz` (SPEC.md): durable totals and what is wrong, if anything.
+#[derive(Debug, Serialize)]
+pub struct Health {
+    pub status: &'static str,
+    pub vehicles: u64,
+    pub messages: u64,
+    pub duplicates: u64,
+    pub rejected: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+    pub links: Vec<crate::link::LinkReport>,
+    pub uptime_s: u64,
+}
+
+pub fn health(state: &AppState) -> Health {
+    let t = state.totals.snapshot();
+    let mut problems = Vec::new();
+    let links: Vec<_> = state.links.iter().map(|l| l.status.report()).collect();
+    for l in &links {
+        if !l.up {
+            problems.push(format!("link {} ({}) is {}", l.name, l.transport, l.state));
+        }
+    }
+    if let Some(e) = state.totals.store_error() {
+        problems.push(format!("store: {e}"));
+    }
+    match nix::sys::statvfs::statvfs(&state.settings.data_dir) {
+        Ok(fs) => {
+            let free = fs.blocks_available() as u64 * fs.fragment_size() as u64;
+            if free < MIN_FREE_BYTES {
+                problems.push(format!("disk nearly full: {} MiB free for the data directory", free / (1024 * 1024)));
+            }
+        }
+        Err(e) => problems.push(format!("cannot check free disk space: {e}")),
+    }
+    Health {
+        status: if problems.is_empty() { "ok" } else { "degraded" },
+        vehicles: t.vehicles,
+        messages: t.messages,
+        duplicates: t.duplicates,
+        rejected: t.rejected,
+        problems,
+        links,
+        uptime_s: state.clock.now_ms().saturating_sub(state.started_ms) / 1000,
+    }
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    let h = health(&state);
+    ([(header::CACHE_CONTROL, "no-store")], Json(h)).into_response()
+}
+
+async fn status_page(State(state): State<Arc<AppState>>) -> Response {
+    let now = state.clock.now_ms();
+    let s = state.clone();
+    let vehicles = tokio::task::spawn_blocking(move || s.store.vehicles(None, STATUS_PAGE_UNITS)).await;
+    let vehicles = match vehicles {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &format!("The store cannot be read: {e}")),
+        Err(_) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, "The page could not be built."),
+    };
+    let health = health(&state);
+    views::status(&views::StatusView {
+        now_ms: now,
+        on_lot_ms: state.settings.on_lot_ms,
+        health: &health,
+        vehicles: &vehicles,
+        capped: vehicles.len() == STATUS_PAGE_UNITS,
+    })
+    .into_response()
+}
+
+async fn stylesheet() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")],
+        views::CSS,
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    error_page(StatusCode::NOT_FOUND, "There is no page at this address.")
+}
+
+fn error_page(code: StatusCode, message: &str) -> Response {
+    (code, views::error(code, message)).into_response()
+}
