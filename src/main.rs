@@ -13,7 +13,11 @@ fn main() -> anyhow::Result<()> {
         Some(layer) => tracing_subscriber::registry().with(filter).with(layer).init(),
         None => tracing_subscriber::registry()
             .with(filter)
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
             .init(),
     }
     forecourt::cli::main(cli)
