@@ -392,6 +392,14 @@ mod tests {
     }
 
     #[test]
+    fn the_commented_example_config_parses() {
+        let s = Settings::parse(include_str!("../docs/forecourt.example.toml")).unwrap();
+        assert_eq!(s.serial.len(), 1);
+        assert_eq!(s.can.len(), 1);
+        assert_eq!(s.engine, EngineKind::Redb);
+    }
+
+    #[test]
     fn minimal_config_takes_defaults() {
         let s = Settings::parse("data_dir = \"/tmp/x\"").unwrap();
         assert_eq!(s.http_listen.to_string(), "0.0.0.0:8080");

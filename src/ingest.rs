@@ -269,7 +269,11 @@ impl Ingest {
             }
             p.duplicates += 1;
             p.count(counters::DUPLICATES, 1);
-            p.replies.push((reply, self.ack(&header, now)));
+            p.replies.push((reply.clone(), self.ack(&header, now)));
+            if matches!(msg.body, Body::Hello(_)) {
+                // The first copy's TIME may have been lost with its ACK.
+                p.replies.push((reply, self.time(msg.device_id, now)));
+            }
             return;
         }
         let timing = Timing::judge(msg.time_ms, received_ms);
@@ -295,8 +299,7 @@ impl Ingest {
         p.replies.push((reply.clone(), self.ack(&header, now)));
         if matches!(msg.body, Body::Hello(_)) {
             // PROTOCOL.md 4: every HELLO gets a TIME, after its ACK.
-            let time = Message { seq: self.bump_seq(), device_id: msg.device_id, time_ms: now, body: Body::Time };
-            p.replies.push((reply, time.encode()));
+            p.replies.push((reply, self.time(msg.device_id, now)));
         }
     }
 
@@ -336,6 +339,10 @@ impl Ingest {
     fn ack(&mut self, header: &Header, now: u64) -> Vec<u8> {
         Message { seq: self.bump_seq(), device_id: header.device_id, time_ms: now, body: Body::Ack { acked_seq: header.seq } }
             .encode()
+    }
+
+    fn time(&mut self, device_id: u64, now: u64) -> Vec<u8> {
+        Message { seq: self.bump_seq(), device_id, time_ms: now, body: Body::Time }.encode()
     }
 
     fn bump_seq(&mut self) -> u16 {

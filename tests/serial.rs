@@ -45,6 +45,10 @@ fn every_message_is_acked_and_hello_gets_time() {
     assert_eq!((time.kind, time.device), (0x81, 11));
     assert!(time.body.is_empty());
     assert!(time.time_ms.abs_diff(now_ms()) < 5_000, "TIME carries the appliance clock");
+    // A retransmitted HELLO is re-ACKed and answered with a TIME again.
+    send(&mut r.line, hello("WF0XXXGCDX1234567", false), 1, 11, t0);
+    r.line.wait_ack(11, 1, T).unwrap();
+    assert_eq!(r.line.recv(T).map(|d| d.kind), Some(0x81), "TIME after a duplicate HELLO too");
     let msgs = [
         heartbeat(true, 900, 123_456, 14_100, 1),
         lamp(1, true),
@@ -61,7 +65,7 @@ fn every_message_is_acked_and_hello_gets_time() {
     }
     let h = r.app.wait_until(|h| h["messages"] == 8, "8 messages");
     assert_eq!(h["vehicles"], 1);
-    assert_eq!(h["duplicates"], 0);
+    assert_eq!(h["duplicates"], 1);
     assert_eq!(h["rejected"], 0);
     assert_eq!(h["status"], "ok");
     r.app.stop();

@@ -19,7 +19,8 @@ use crate::app::AppState;
 pub const MAX_BODY: usize = 64 * 1024;
 /// Units shown on the status page.
 const STATUS_PAGE_UNITS: usize = 500;
-/// Free space under which the appliance reports itself degraded.
+/// Free space under which the appliance reports itself degraded: 64 MiB,
+/// or 5% of a smaller file system.
 const MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -61,7 +62,8 @@ pub fn health(state: &AppState) -> Health {
     match nix::sys::statvfs::statvfs(&state.settings.data_dir) {
         Ok(fs) => {
             let free = fs.blocks_available() as u64 * fs.fragment_size() as u64;
-            if free < MIN_FREE_BYTES {
+            let size = fs.blocks() as u64 * fs.fragment_size() as u64;
+            if free < MIN_FREE_BYTES.min(size / 20) {
                 problems.push(format!("disk nearly full: {} MiB free for the data directory", free / (1024 * 1024)));
             }
         }
