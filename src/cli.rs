@@ -90,7 +90,7 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             let settings = Settings::load(&config)?;
             runtime.block_on(crate::app::run(settings, clock))?;
         }
-        Command::Demo(_args) => anyhow::bail!("the demo is being built"),
+        Command::Demo(args) => runtime.block_on(crate::demo::run(args, clock))?,
         Command::Simulate(args) => runtime.block_on(simulate(args, clock))?,
         Command::Status { config } => {
             let settings = Settings::load(&config)?;
@@ -101,6 +101,39 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn simulate(_args: SimulateArgs, _clock: Arc<SystemClock>) -> anyhow::Result<()> {
-    anyhow::bail!("the simulator is being built")
+async fn simulate(args: SimulateArgs, clock: Arc<SystemClock>) -> anyhow::Result<()> {
+    use crate::sim;
+    let lot = sim::LotConfig {
+        vehicles: args.vehicles,
+        speed: args.speed,
+        seed: args.seed,
+        backfill_ms: args.backfill_hours * 3_600_000,
+        skewed_units: args.skewed_units,
+        ..sim::LotConfig::default()
+    };
+    let stats = Arc::new(sim::SimStats::new());
+    let (trigger, shutdown) = crate::shutdown::channel();
+    tokio::spawn(async move {
+        crate::app::wait_for_signal().await;
+        trigger.fire();
+    });
+    let report = {
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+            loop {
+                every.tick().await;
+                tracing::info!(stats = ?stats.snapshot(), "simulating");
+            }
+        })
+    };
+    let result = match (args.transport.serial, args.transport.can) {
+        (Some(path), _) => sim::run_serial_path(&path, args.baud, lot, clock, stats.clone(), shutdown).await,
+        (None, Some(iface)) => sim::run_can(&iface, lot, clock, stats.clone(), shutdown).await,
+        (None, None) => unreachable!("clap requires one transport"),
+    };
+    report.abort();
+    result?;
+    println!("{}", serde_json::to_string_pretty(&stats.snapshot())?);
+    Ok(())
 }

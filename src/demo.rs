@@ -1,0 +1,128 @@
+//! `forecourt demo`: the real appliance on an embedded simulated lot, with
+//! no config. The lot is attached over a real pty (the appliance opens the
+//! slave by path, as it would a USB adapter) and replays a week of history
+//! quickly, then lives in real time: no device time is ever in the future.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio_serial::SerialPort;
+
+use crate::clock::SharedClock;
+use crate::config::Settings;
+use crate::link::serial::SerialSettings;
+use crate::sim::{self, LotConfig, SimStats};
+
+/// A file that marks a directory as the demo's own, so that wiping it at
+/// start can never delete anything else.
+const MARKER: &str = ".forecourt-demo";
+/// History the lot replays before it lives in real time.
+pub const BACKFILL_MS: u64 = 7 * 24 * 3_600_000;
+/// Replay speed: a week in about half a minute.
+pub const SPEED: f64 = 20_000.0;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("{0} exists and is not a Forecourt demo directory: choose another with --data-dir")]
+    NotDemoDir(PathBuf),
+    #[error("cannot prepare the demo directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot create a pty for the simulated lot: {0}")]
+    Pty(#[from] tokio_serial::Error),
+    #[error(transparent)]
+    App(#[from] crate::app::AppError),
+}
+
+/// The demo's data directory: given, or `forecourt-demo` in the temp dir.
+pub fn data_dir(given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| std::env::temp_dir().join("forecourt-demo"))
+}
+
+/// Empties a demo directory (only one carrying the marker) and marks it.
+pub fn prepare_dir(dir: &Path) -> Result<(), DemoError> {
+    let io = |source| DemoError::DataDir { path: dir.to_owned(), source };
+    if dir.exists() {
+        let empty = std::fs::read_dir(dir).map_err(io)?.next().is_none();
+        if !empty && !dir.join(MARKER).exists() {
+            return Err(DemoError::NotDemoDir(dir.to_owned()));
+        }
+        std::fs::remove_dir_all(dir).map_err(io)?;
+    }
+    crate::app::create_data_dir(dir)?;
+    std::fs::write(dir.join(MARKER), "forecourt demo data: wiped at each `forecourt demo`\n").map_err(io)?;
+    Ok(())
+}
+
+/// Runs the demo until SIGINT or SIGTERM.
+pub async fn run(args: crate::cli::DemoArgs, clock: SharedClock) -> Result<(), DemoError> {
+    let dir = data_dir(args.data_dir);
+    prepare_dir(&dir)?;
+    let (master, slave) = tokio_serial::SerialStream::pair()?;
+    let slave_path = slave.name().map(PathBuf::from).ok_or_else(|| {
+        DemoError::Pty(tokio_serial::Error::new(tokio_serial::ErrorKind::NoDevice, "pty has no slave path"))
+    })?;
+    let mut settings = Settings::with_data_dir(dir.clone());
+    settings.http_listen = args.listen;
+    settings.serial = vec![SerialSettings::new(&slave_path)];
+    let running = crate::app::start(settings, clock.clone()).await?;
+    let lot = LotConfig {
+        vehicles: args.vehicles,
+        speed: SPEED,
+        seed: 2026,
+        backfill_ms: BACKFILL_MS,
+        ..LotConfig::default()
+    };
+    let stats = Arc::new(SimStats::new());
+    let (sim_stop, sim_shutdown) = crate::shutdown::channel();
+    let sim = tokio::spawn(sim::run_serial(master, lot, clock.clone(), stats.clone(), sim_shutdown));
+    print_banner(running.http_addr, &dir, &slave_path, args.vehicles);
+    crate::app::wait_for_signal().await;
+    println!("Stopping the demo...");
+    sim_stop.fire();
+    match sim.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "the simulated lot stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "the simulated lot task failed"),
+        Ok(Ok(())) => {}
+    }
+    running.stop().await;
+    drop(slave);
+    Ok(())
+}
+
+fn print_banner(addr: SocketAddr, dir: &Path, pty: &Path, vehicles: usize) {
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+    println!();
+    println!("  Forecourt demo is running.");
+    println!();
+    println!("  Open      http://{host}:{}/", addr.port());
+    println!("  Log in    no login yet: this build serves the status page; staff accounts come with the web UI");
+    println!("  Lot       {vehicles} simulated vehicles on pty {}, replaying 7 days of history", pty.display());
+    println!("            in about 30 seconds, then live");
+    println!("  Health    http://{host}:{}/healthz", addr.port());
+    println!("  Data      {} (wiped at each start)", dir.display());
+    println!();
+    println!("  Ctrl-C to stop.");
+    println!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_marked_directory_is_wiped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let foreign = tmp.path().join("precious");
+        std::fs::create_dir(&foreign).unwrap();
+        std::fs::write(foreign.join("file"), "keep me").unwrap();
+        assert!(matches!(prepare_dir(&foreign), Err(DemoError::NotDemoDir(_))));
+        assert!(foreign.join("file").exists());
+        let demo = tmp.path().join("demo");
+        prepare_dir(&demo).unwrap();
+        std::fs::write(demo.join("old"), "x").unwrap();
+        prepare_dir(&demo).unwrap();
+        assert!(!demo.join("old").exists());
+        assert!(demo.join(MARKER).exists());
+    }
+}
