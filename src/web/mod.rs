@@ -44,7 +44,15 @@ pub struct Health {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
     pub links: Vec<crate::link::LinkReport>,
+    /// Commits since start and the events they held (batch size).
+    pub ingest: IngestHealth,
     pub uptime_s: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IngestHealth {
+    pub batches: u64,
+    pub events: u64,
 }
 
 pub fn health(state: &AppState) -> Health {
@@ -77,6 +85,10 @@ pub fn health(state: &AppState) -> Health {
         rejected: t.rejected,
         problems,
         links,
+        ingest: IngestHealth {
+            batches: state.totals.batches.load(std::sync::atomic::Ordering::Relaxed),
+            events: state.totals.batched_events.load(std::sync::atomic::Ordering::Relaxed),
+        },
         uptime_s: state.clock.now_ms().saturating_sub(state.started_ms) / 1000,
     }
 }

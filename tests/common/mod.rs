@@ -289,7 +289,15 @@ impl Appliance {
                 }
             }
         });
-        let http = rx.recv_timeout(Duration::from_secs(30)).expect("appliance did not start");
+        let http = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(h) => h,
+            Err(_) => {
+                // Never leave a stray appliance behind a failed test.
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the appliance did not start within 30 s (FORECOURT_TEST_LOG=1 shows its log)");
+            }
+        };
         let settings = std::fs::read_to_string(config).unwrap();
         let data_dir = settings
             .lines()
