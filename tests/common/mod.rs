@@ -9,7 +9,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 // ---- PROTOCOL.md section 1, written out independently ----
@@ -158,11 +159,27 @@ pub struct Line {
     rx: mpsc::Receiver<Down>,
     /// Keeps the slave open so the pty survives appliance restarts.
     _slave: OwnedFd,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Line {
     pub fn open() -> Line {
         let pty = nix::pty::openpty(None, None).expect("openpty");
+        // Not inherited by the appliance process: it must open the slave by
+        // path like any port, and closing our end must really close the pty.
+        for fd in [&pty.master, &pty.slave] {
+            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).expect("cloexec");
+        }
         // Raw mode on the slave, as a serial port would be.
         let mut t = nix::sys::termios::tcgetattr(&pty.slave).expect("tcgetattr");
         nix::sys::termios::cfmakeraw(&mut t);
@@ -172,10 +189,21 @@ impl Line {
         let master = std::fs::File::from(pty.master);
         let mut reader = master.try_clone().expect("clone master");
         let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            use std::os::fd::AsFd;
             let mut buf = [0u8; 4096];
             let mut frame = Vec::new();
-            loop {
+            while !stopped.load(Ordering::Relaxed) {
+                // Poll with a timeout so that dropping the line really closes
+                // the pty (an "unplugged" adapter) instead of blocking here.
+                let mut fds = [nix::poll::PollFd::new(reader.as_fd(), nix::poll::PollFlags::POLLIN)];
+                match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(50u16)) {
+                    Ok(0) => continue,
+                    Ok(_) => {}
+                    Err(_) => continue,
+                }
                 let n = match reader.read(&mut buf) {
                     Ok(0) => continue,
                     Ok(n) => n,
@@ -199,7 +227,7 @@ impl Line {
                 }
             }
         });
-        Line { slave_path, master, rx, _slave: pty.slave }
+        Line { slave_path, master, rx, _slave: pty.slave, stop, thread: Some(thread) }
     }
 
     pub fn write(&mut self, bytes: &[u8]) {
