@@ -413,3 +413,79 @@ pub fn skip_under_qemu_user() -> bool {
     }
     false
 }
+
+// ---- A null-modem cable between two ptys ----
+
+/// Two ptys whose master sides are bridged, like two serial ports joined
+/// by a null-modem cable (what `socat pty pty` does): one process opens
+/// `a`, another `b`.
+pub struct NullModem {
+    pub a: PathBuf,
+    pub b: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _slaves: [OwnedFd; 2],
+}
+
+impl NullModem {
+    pub fn open() -> NullModem {
+        let mut ends = Vec::new();
+        for _ in 0..2 {
+            let pty = nix::pty::openpty(None, None).expect("openpty");
+            for fd in [&pty.master, &pty.slave] {
+                nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).expect("cloexec");
+            }
+            let mut t = nix::sys::termios::tcgetattr(&pty.slave).expect("tcgetattr");
+            nix::sys::termios::cfmakeraw(&mut t);
+            nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &t).expect("tcsetattr");
+            let path =
+                std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&pty.slave))).unwrap();
+            ends.push((path, std::fs::File::from(pty.master), pty.slave));
+        }
+        let (b_path, mut mb, sb) = ends.pop().unwrap();
+        let (a_path, mut ma, sa) = ends.pop().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            use std::os::fd::AsFd;
+            let mut buf = [0u8; 16 * 1024];
+            while !stopped.load(Ordering::Relaxed) {
+                let (ra, rb) = {
+                    let mut fds = [
+                        nix::poll::PollFd::new(ma.as_fd(), nix::poll::PollFlags::POLLIN),
+                        nix::poll::PollFd::new(mb.as_fd(), nix::poll::PollFlags::POLLIN),
+                    ];
+                    if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(50u16)).unwrap_or(0) == 0 {
+                        continue;
+                    }
+                    let ready = |f: &nix::poll::PollFd| f.revents().is_some_and(|r| r.contains(nix::poll::PollFlags::POLLIN));
+                    (ready(&fds[0]), ready(&fds[1]))
+                };
+                if ra {
+                    if let Ok(n) = ma.read(&mut buf) {
+                        let _ = mb.write_all(&buf[..n]);
+                    }
+                }
+                if rb {
+                    if let Ok(n) = mb.read(&mut buf) {
+                        let _ = ma.write_all(&buf[..n]);
+                    }
+                }
+                if !ra && !rb {
+                    // Hangup only (no process holds a slave): wait for one.
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        });
+        NullModem { a: a_path, b: b_path, stop, thread: Some(thread), _slaves: [sa, sb] }
+    }
+}
+
+impl Drop for NullModem {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
