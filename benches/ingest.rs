@@ -163,7 +163,7 @@ fn raw_store(kind: EngineKind, engine: &str, units: usize, messages: u64, batch:
                         tx.add_battery_sample(v.device_id, b.hour, b.engine, b.mv)?;
                     }
                 }
-                tx.add_counter(counters::MESSAGES, n)?;
+                tx.add_counter(counters::MESSAGES, n as i64)?;
                 Ok(())
             })
             .expect("raw write");

@@ -11,7 +11,8 @@ use tokio::task::JoinHandle;
 
 use crate::clock::SharedClock;
 use crate::config::Settings;
-use crate::ingest::{Ingest, Totals};
+use crate::ingest::{Action, Command, Ingest, IngestOptions, Outcome, Totals};
+use crate::leads::ActionError;
 use crate::link::{self, LinkContext, LinkStatus, Outbound};
 use crate::shutdown::{self, ShutdownTrigger};
 use crate::store::{Store, StoreError};
@@ -52,7 +53,21 @@ pub struct AppState {
     pub clock: SharedClock,
     pub totals: Arc<Totals>,
     pub links: Vec<LinkHandle>,
+    /// Actions for ingest, the one writer of units and leads.
+    pub commands: mpsc::Sender<Command>,
     pub started_ms: u64,
+}
+
+impl AppState {
+    /// Has ingest carry out `action` and waits for the outcome.
+    pub async fn act(&self, action: Action) -> Result<Outcome, ActionError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.commands
+            .send(Command { action, reply })
+            .await
+            .map_err(|_| ActionError::Store(StoreError::Engine("the appliance is stopping".into())))?;
+        rx.await.map_err(|_| ActionError::Store(StoreError::Engine("the appliance is stopping".into())))?
+    }
 }
 
 /// A running appliance.
@@ -124,8 +139,11 @@ pub async fn start(settings: Settings, clock: SharedClock) -> Result<Running, Ap
         tracing::warn!("no [[serial]] or [[can]] links configured: no dongle will be heard");
     }
 
-    let ingest = Ingest::new(store.clone(), clock.clone(), totals.clone());
-    let ingest = tokio::spawn(ingest.run(events_rx, shutdown.clone()));
+    let options = IngestOptions { consent_brands: settings.consent_brands.clone(), rules: true };
+    let ingest = Ingest::new(store.clone(), clock.clone(), totals.clone(), options)
+        .map_err(|source| AppError::Store { path: settings.data_dir.clone(), source })?;
+    let (commands, commands_rx) = mpsc::channel(64);
+    let ingest = tokio::spawn(ingest.run(events_rx, commands_rx, settings.tick, shutdown.clone()));
 
     let state = Arc::new(AppState {
         settings: settings.clone(),
@@ -133,6 +151,7 @@ pub async fn start(settings: Settings, clock: SharedClock) -> Result<Running, Ap
         clock: clock.clone(),
         totals,
         links: handles,
+        commands,
         started_ms: clock.now_ms(),
     });
 

@@ -34,6 +34,40 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// The importer's catalog: labour hours, service types, DTC texts, brands.
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
+    /// OBID consent of a vehicle (R-VEH-4), until sync brings it.
+    #[command(subcommand)]
+    Consent(ConsentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// Import a catalog CSV (docs/catalog.md); a file with any bad row changes nothing.
+    Import {
+        #[arg(long)]
+        config: PathBuf,
+        file: PathBuf,
+    },
+    /// Print the catalog in use as CSV (the import format).
+    Export {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConsentCommand {
+    /// Set the consent state of a VIN: granted, denied or pending.
+    Set {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        vin: String,
+        #[arg(long)]
+        state: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -97,8 +131,47 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             let report = crate::control::status(&settings.data_dir, settings.engine)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
+        Command::Catalog(CatalogCommand::Import { config, file }) => {
+            let settings = Settings::load(&config)?;
+            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            // Encoding and size are checked here; every row is checked by
+            // the appliance against the catalog it holds, and all bad rows
+            // are reported at once.
+            if bytes.len() > crate::domain::catalog::MAX_FILE_BYTES {
+                anyhow::bail!("{}: {} bytes is over the 5 MB a catalog file may have; nothing was imported", file.display(), bytes.len());
+            }
+            let csv = String::from_utf8(bytes)
+                .map_err(|e| anyhow::anyhow!("{}: not UTF-8 (first bad byte at offset {}); nothing was imported", file.display(), e.utf8_error().valid_up_to()))?;
+            let outcome = crate::control::act(&settings.data_dir, settings.engine, ingest_options(&settings), crate::ingest::Action::ImportCatalog { csv })?;
+            if let crate::ingest::Outcome::Catalog { rows } = outcome {
+                println!("imported {}: the catalog now has {rows} rows", file.display());
+            }
+        }
+        Command::Catalog(CatalogCommand::Export { config }) => {
+            let settings = Settings::load(&config)?;
+            print!("{}", crate::control::catalog_csv(&settings.data_dir, settings.engine)?);
+        }
+        Command::Consent(ConsentCommand::Set { config, vin, state }) => {
+            let settings = Settings::load(&config)?;
+            let state = crate::domain::consent::ConsentState::parse(&state)
+                .with_context(|| format!("--state {state:?}: use granted, denied or pending"))?;
+            let by = std::env::var("USER").unwrap_or_else(|_| "admin".into());
+            let outcome = crate::control::act(
+                &settings.data_dir,
+                settings.engine,
+                ingest_options(&settings),
+                crate::ingest::Action::SetConsent { vin, state, by },
+            )?;
+            if let crate::ingest::Outcome::Consent { consent } = outcome {
+                println!("consent for {} is now {}", consent.vin, consent.state.as_str());
+            }
+        }
     }
     Ok(())
+}
+
+fn ingest_options(settings: &Settings) -> crate::ingest::IngestOptions {
+    crate::ingest::IngestOptions { consent_brands: settings.consent_brands.clone(), rules: true }
 }
 
 async fn simulate(args: SimulateArgs, clock: Arc<SystemClock>) -> anyhow::Result<()> {

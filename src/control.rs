@@ -19,12 +19,12 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 
 use crate::app::AppState;
-use crate::ingest::TotalsSnapshot;
+use crate::ingest::{Action, IngestOptions, Outcome, TotalsSnapshot};
 use crate::link::LinkReport;
 use crate::shutdown::Shutdown;
 
-/// Largest request line accepted.
-const MAX_REQUEST: usize = 64 * 1024;
+/// Largest request line accepted (a catalog CSV travels in one).
+const MAX_REQUEST: usize = 24 * 1024 * 1024;
 
 pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join("control.sock")
@@ -35,12 +35,18 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 pub enum Request {
     /// Totals, links and store health.
     Status,
+    /// A change carried out by ingest (consent, catalog, lead actions).
+    Act { action: Action },
+    /// The catalog in use, as CSV.
+    CatalogCsv,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "answer", rename_all = "snake_case")]
 pub enum Response {
     Status(StatusReport),
+    Done { outcome: Outcome },
+    Csv { text: String },
     Error { message: String },
 }
 
@@ -176,6 +182,51 @@ pub async fn handle(state: &AppState, req: Request) -> Response {
             store_error: state.totals.store_error(),
             disk_bytes: state.store.disk_size().ok(),
         }),
+        Request::Act { action } => match state.act(action).await {
+            Ok(outcome) => Response::Done { outcome },
+            Err(e) => Response::Error { message: e.to_string() },
+        },
+        Request::CatalogCsv => match catalog_in(&state.store) {
+            Ok(c) => Response::Csv { text: c.to_csv() },
+            Err(e) => Response::Error { message: e.to_string() },
+        },
+    }
+}
+
+fn catalog_in(store: &crate::store::Store) -> Result<crate::domain::catalog::Catalog, crate::store::StoreError> {
+    let mut catalog = crate::domain::catalog::Catalog::builtin();
+    if let Some(stored) = store.setting::<crate::domain::catalog::Catalog>("catalog")? {
+        catalog.merge(stored);
+    }
+    Ok(catalog)
+}
+
+/// The catalog in use as CSV, from the running appliance or the store.
+pub fn catalog_csv(data_dir: &Path, engine: crate::store::EngineKind) -> Result<String, ControlError> {
+    match Target::find(data_dir, engine)? {
+        Target::Running(path) => match request(&path, &Request::CatalogCsv)? {
+            Response::Csv { text } => Ok(text),
+            other => Err(ControlError::Protocol(format!("unexpected answer {other:?}"))),
+        },
+        Target::Offline(store) => Ok(catalog_in(&store)?.to_csv()),
+    }
+}
+
+/// Carries out `action` in the running appliance, or directly on the store
+/// when it is not running.
+pub fn act(data_dir: &Path, engine: crate::store::EngineKind, options: IngestOptions, action: Action) -> Result<Outcome, ControlError> {
+    match Target::find(data_dir, engine)? {
+        Target::Running(path) => match request(&path, &Request::Act { action })? {
+            Response::Done { outcome } => Ok(outcome),
+            other => Err(ControlError::Protocol(format!("unexpected answer {other:?}"))),
+        },
+        Target::Offline(store) => {
+            let store = Arc::new(store);
+            let totals = Arc::new(crate::ingest::Totals::load(&store)?);
+            let clock: crate::clock::SharedClock = Arc::new(crate::clock::SystemClock);
+            let mut ingest = crate::ingest::Ingest::new(store, clock, totals, options)?;
+            ingest.apply_action(action).map_err(|e| ControlError::Refused(e.to_string()))
+        }
     }
 }
 

@@ -7,19 +7,25 @@
 //! them at once. A commit that fails answers nothing; the dongles
 //! retransmit and nothing acknowledged is ever lost.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::SharedClock;
+use crate::domain::catalog::Catalog;
+use crate::domain::consent::{self, ConsentRecord, ConsentState, Gate};
+use crate::domain::lead::{Effect, LeadKey, LeadStatus, RuleState, BATTERY_WINDOW_MS};
 use crate::domain::vehicle::{self, Timing, Vehicle, VehicleEvent, HOUR_MS};
+use crate::leads::{self, ActionError, LeadAction, LeadContext};
 use crate::link::frame::crc32c;
-use crate::link::message::{Body, Header, Message};
+use crate::link::message::{Body, Header, Message, Vin};
 use crate::link::{LinkEvent, Replier};
 use crate::shutdown::Shutdown;
-use crate::store::{counters, DedupeWindow, Store, StoreError, BATTERY_RETENTION_MS};
+use crate::store::leads::CustomerMessage;
+use crate::store::{counters, DedupeWindow, Record, Store, StoreError, BATTERY_RETENTION_MS};
 
 /// The largest batch committed in one transaction.
 pub const MAX_BATCH: usize = 4096;
@@ -81,14 +87,90 @@ impl Totals {
 struct Unit {
     vehicle: Option<Vehicle>,
     dedupe: DedupeWindow,
+    rules: RuleState,
+    /// Consent of the unit's VIN, as last read (None: no decision stored).
+    consent: Option<ConsentState>,
+    consent_vin: Option<Vin>,
+}
+
+/// Settings ingest needs from the configuration.
+#[derive(Clone, Debug)]
+pub struct IngestOptions {
+    /// Brands that need OBID consent (R-VEH-4).
+    pub consent_brands: Vec<String>,
+    /// Lead rules on (off only to measure what they cost).
+    pub rules: bool,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions { consent_brands: vec!["Volkswagen".into()], rules: true }
+    }
+}
+
+/// Settings records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabourRate {
+    /// The workshop's hourly labour rate, in cents.
+    pub cents_per_hour: u64,
+}
+
+impl Record for LabourRate {
+    const VERSION: u8 = 1;
+}
+
+impl Record for Catalog {
+    const VERSION: u8 = 1;
+}
+
+/// Default labour rate until the workshop sets one: 95.00 an hour.
+pub const DEFAULT_LABOUR_RATE_CENTS: u64 = 9_500;
+const CATALOG_SETTING: &str = "catalog";
+const LABOUR_RATE_SETTING: &str = "labour_rate";
+
+/// Units that have not said HELLO are asked at most this often.
+const STATUS_REQUEST_INTERVAL_MS: u64 = 10 * 60_000;
+
+/// A change asked for by the staff, the CLI or sync, carried out by ingest
+/// so that one writer owns every unit's state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Action {
+    Lead { action: LeadAction, by: String },
+    SetConsent { vin: String, state: ConsentState, by: String },
+    /// A catalog CSV (docs/catalog.md); refused whole when any row is bad.
+    ImportCatalog { csv: String },
+    SetLabourRate { cents_per_hour: u64 },
+}
+
+/// What an action produced.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    Lead { lead: Box<crate::domain::lead::Lead> },
+    Message { message: CustomerMessage },
+    Consent { consent: ConsentRecord },
+    Catalog { rows: usize },
+    LabourRate { cents_per_hour: u64 },
+}
+
+/// An action and where its answer goes.
+pub struct Command {
+    pub action: Action,
+    pub reply: oneshot::Sender<Result<Outcome, ActionError>>,
 }
 
 /// What one batch will write, gathered before the transaction.
 #[derive(Default)]
 struct Pending {
     dirty: Vec<u64>,
+    /// What the lead rules decided, per unit, in order.
+    effects: Vec<(u64, Effect)>,
+    /// Units whose battery rule must be evaluated, with the time of the
+    /// latest event that may decide it.
+    battery: BTreeMap<u64, u64>,
     events: HashMap<u64, Vec<VehicleEvent>>,
-    battery: Vec<(u64, vehicle::BatterySample)>,
+    samples: Vec<(u64, vehicle::BatterySample)>,
     counters: HashMap<String, u64>,
     replies: Vec<(Replier, Vec<u8>)>,
     new_units: u64,
@@ -120,36 +202,75 @@ pub struct Ingest {
     next_seq: u16,
     /// Last time a rejected payload was logged, per device.
     last_reject_log: HashMap<u64, u64>,
+    /// Last REQUEST_STATUS sent to a unit not yet heard in a HELLO.
+    last_status_request: HashMap<u64, u64>,
     last_prune_hour: u64,
+    last_tick_hour: u64,
+    options: IngestOptions,
+    catalog: Catalog,
+    labour_rate_cents: u64,
+    /// The next lead id (ids are counted in the store with each commit).
+    next_lead_id: u64,
 }
 
 /// Units kept in memory; beyond this the cache is dropped and reloads.
 const MAX_CACHED_UNITS: usize = 200_000;
 
 impl Ingest {
-    pub fn new(store: Arc<Store>, clock: SharedClock, totals: Arc<Totals>) -> Ingest {
-        Ingest {
+    pub fn new(store: Arc<Store>, clock: SharedClock, totals: Arc<Totals>, options: IngestOptions) -> Result<Ingest, StoreError> {
+        // The built-in rows under what the importer sent: a new release's
+        // defaults arrive, and imported rows still win.
+        let mut catalog = Catalog::builtin();
+        if let Some(stored) = store.setting::<Catalog>(CATALOG_SETTING)? {
+            catalog.merge(stored);
+        }
+        let labour_rate_cents =
+            store.setting::<LabourRate>(LABOUR_RATE_SETTING)?.map_or(DEFAULT_LABOUR_RATE_CENTS, |r| r.cents_per_hour);
+        let next_lead_id = store.counter("ids.lead")? + 1;
+        Ok(Ingest {
             store,
             clock,
             totals,
             units: HashMap::new(),
             next_seq: 0,
             last_reject_log: HashMap::new(),
+            last_status_request: HashMap::new(),
             last_prune_hour: 0,
-        }
+            last_tick_hour: 0,
+            options,
+            catalog,
+            labour_rate_cents,
+            next_lead_id,
+        })
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 
     /// Runs until shutdown; then commits and answers what is already
     /// queued, and returns.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<LinkEvent>, mut shutdown: Shutdown) {
-        let mut maintenance = tokio::time::interval(std::time::Duration::from_secs(60));
-        maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<LinkEvent>,
+        mut commands: mpsc::Receiver<Command>,
+        tick: std::time::Duration,
+        mut shutdown: Shutdown,
+    ) {
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let first = tokio::select! {
                 ev = rx.recv() => ev,
                 _ = shutdown.fired() => None,
-                _ = maintenance.tick() => {
-                    self = run_blocking(self, |s| { s.maintain(); }).await.0;
+                Some(cmd) = commands.recv() => {
+                    let (me, result) = run_blocking(self, move |s| s.apply_action(cmd.action)).await;
+                    self = me;
+                    let _ = cmd.reply.send(result);
+                    continue;
+                }
+                _ = ticker.tick() => {
+                    self = run_blocking(self, |s| { s.tick(); s.maintain(); }).await.0;
                     continue;
                 }
             };
@@ -277,13 +398,34 @@ impl Ingest {
             return;
         }
         let timing = Timing::judge(msg.time_ms, received_ms);
+        let gate = self.gate_after(msg.device_id, &msg);
         let unit = self.units.get_mut(&msg.device_id).expect("loaded above");
         let vehicle = unit.vehicle.get_or_insert_with(|| {
             p.new_units += 1;
             *p.counters.entry(counters::VEHICLES.to_owned()).or_default() += 1;
             Vehicle::new(msg.device_id, timing.effective_ms, received_ms)
         });
-        let applied = vehicle::apply(vehicle, &msg, timing);
+        let applied = if gate == Gate::Open {
+            let applied = vehicle::apply(vehicle, &msg, timing);
+            if self.options.rules {
+                let mut next = self.next_lead_id;
+                let effects = unit.rules.on_message(&msg, timing.effective_ms, &mut || {
+                    next += 1;
+                    next - 1
+                });
+                self.next_lead_id = next;
+                p.effects.extend(effects.into_iter().map(|e| (msg.device_id, e)));
+                if matches!(msg.body, Body::Heartbeat(_) | Body::IgnitionOn { .. }) {
+                    let at = p.battery.entry(msg.device_id).or_default();
+                    *at = (*at).max(timing.effective_ms);
+                }
+            }
+            applied
+        } else {
+            // R-VEH-4: identity and last-seen only.
+            vehicle::apply_identity(vehicle, &msg, timing);
+            vehicle::Applied::default()
+        };
         unit.dedupe.remember(msg.seq, msg.time_ms, crc);
         if !p.dirty.contains(&msg.device_id) {
             p.dirty.push(msg.device_id);
@@ -292,31 +434,98 @@ impl Ingest {
             p.events.entry(msg.device_id).or_default().extend(applied.events);
         }
         if let Some(b) = applied.battery {
-            p.battery.push((msg.device_id, b));
+            p.samples.push((msg.device_id, b));
         }
         p.messages += 1;
         p.count(counters::MESSAGES, 1);
         p.replies.push((reply.clone(), self.ack(&header, now)));
         if matches!(msg.body, Body::Hello(_)) {
             // PROTOCOL.md 4: every HELLO gets a TIME, after its ACK.
-            p.replies.push((reply, self.time(msg.device_id, now)));
+            p.replies.push((reply.clone(), self.time(msg.device_id, now)));
+        }
+        // R-VEH-4: a unit not yet heard in a HELLO is asked for one, after its ACK.
+        if gate == Gate::NoHello {
+            let last = self.last_status_request.get(&msg.device_id).copied();
+            if last.is_none_or(|t| now.saturating_sub(t) >= STATUS_REQUEST_INTERVAL_MS) {
+                self.last_status_request.insert(msg.device_id, now);
+                let ask = Message { seq: self.bump_seq(), device_id: msg.device_id, time_ms: now, body: Body::RequestStatus };
+                p.replies.push((reply, ask.encode()));
+            }
         }
     }
 
     fn unit(&mut self, device_id: u64) -> Result<&mut Unit, StoreError> {
         if !self.units.contains_key(&device_id) {
-            let unit = Unit { vehicle: self.store.vehicle(device_id)?, dedupe: self.store.dedupe(device_id)? };
+            let vehicle = self.store.vehicle(device_id)?;
+            let consent_vin = vehicle.as_ref().and_then(|v| v.vin);
+            let consent = match &consent_vin {
+                Some(vin) => self.store.consent(vin)?.map(|c| c.state),
+                None => None,
+            };
+            let unit = Unit {
+                vehicle,
+                dedupe: self.store.dedupe(device_id)?,
+                rules: self.store.rules(device_id)?,
+                consent,
+                consent_vin,
+            };
             self.units.insert(device_id, unit);
         }
         Ok(self.units.get_mut(&device_id).expect("inserted above"))
     }
 
+    /// The unit's gate once `msg` is applied (a HELLO may name its VIN).
+    fn gate_after(&mut self, device_id: u64, msg: &Message) -> Gate {
+        let store = self.store.clone();
+        let Some(unit) = self.units.get_mut(&device_id) else { return Gate::NoHello };
+        let (hello_seen, vin) = match &msg.body {
+            Body::Hello(h) => (true, h.vin.or(unit.vehicle.as_ref().and_then(|v| v.vin))),
+            _ => (unit.vehicle.as_ref().is_some_and(|v| v.hello_seen), unit.vehicle.as_ref().and_then(|v| v.vin)),
+        };
+        if vin != unit.consent_vin {
+            unit.consent_vin = vin;
+            unit.consent = vin.and_then(|v| store.consent(&v).ok().flatten()).map(|c| c.state);
+        }
+        let brand = vin.as_ref().and_then(|v| self.catalog.brand_of(v));
+        consent::gate(hello_seen, vin.as_ref(), brand, &self.options.consent_brands, unit.consent)
+    }
+
+    /// Whether a unit is fully active, for display.
+    pub fn gate_of(&self, v: &Vehicle) -> Gate {
+        let consent = v.vin.and_then(|vin| self.store.consent(&vin).ok().flatten()).map(|c| c.state);
+        let brand = v.vin.as_ref().and_then(|vin| self.catalog.brand_of(vin));
+        consent::gate(v.hello_seen, v.vin.as_ref(), brand, &self.options.consent_brands, consent)
+    }
+
     fn commit(&mut self, p: &mut Pending) -> Result<(), StoreError> {
-        if p.dirty.is_empty() && p.counters.is_empty() {
+        if p.dirty.is_empty() && p.counters.is_empty() && p.effects.is_empty() {
             return Ok(());
         }
         let units = &mut self.units;
-        self.store.write(|tx| {
+        let now = self.clock.now_ms();
+        let cx = LeadContext { catalog: &self.catalog, labour_rate_cents: self.labour_rate_cents, now_ms: now };
+        let mut next = self.next_lead_id;
+        let result = self.store.write(|tx| {
+            for (id, b) in &p.samples {
+                tx.add_battery_sample(*id, b.hour, b.engine, b.mv)?;
+            }
+            // R-LEAD-BATT after this batch's samples are in: evaluated with
+            // the appliance clock, dated by the event that decided it.
+            for (id, at) in &p.battery {
+                let unit = units.get_mut(id).expect("dirty units are cached");
+                let window = tx.battery_window(*id, battery_window_start(now))?;
+                let effects = unit.rules.on_battery(window, now, *at, &mut || {
+                    next += 1;
+                    next - 1
+                });
+                p.effects.extend(effects.into_iter().map(|e| (*id, e)));
+            }
+            for (id, effect) in &p.effects {
+                let unit = units.get(id).expect("dirty units are cached");
+                if let Some(v) = &unit.vehicle {
+                    leads::materialize(tx, &cx, v, effect)?;
+                }
+            }
             for id in &p.dirty {
                 let unit = units.get_mut(id).expect("dirty units are cached");
                 let Some(v) = unit.vehicle.as_mut() else { continue };
@@ -325,15 +534,21 @@ impl Ingest {
                 }
                 tx.put_vehicle(v)?;
                 tx.put_dedupe(*id, &unit.dedupe)?;
-            }
-            for (id, b) in &p.battery {
-                tx.add_battery_sample(*id, b.hour, b.engine, b.mv)?;
+                if self.options.rules {
+                    tx.put_rules(*id, &unit.rules)?;
+                }
             }
             for (name, n) in &p.counters {
-                tx.add_counter(name, *n)?;
+                tx.add_counter(name, *n as i64)?;
             }
+            tx.set_counter("ids.lead", next - 1)?;
             Ok(())
-        })
+        });
+        match &result {
+            Ok(()) => self.next_lead_id = next,
+            Err(_) => self.next_lead_id = self.store.counter("ids.lead").unwrap_or(0) + 1,
+        }
+        result
     }
 
     fn ack(&mut self, header: &Header, now: u64) -> Vec<u8> {
@@ -396,6 +611,285 @@ impl Ingest {
             }
         }
     }
+}
+
+/// The first whole hour of the trailing 7-day battery window: aggregates
+/// are hourly, so the window holds the hours that start at or after
+/// `now - 7 days` (docs/leads.md).
+pub fn battery_window_start(now_ms: u64) -> u64 {
+    now_ms.saturating_sub(BATTERY_WINDOW_MS).div_ceil(HOUR_MS)
+}
+
+impl Ingest {
+    /// The time-driven rules (R-LEAD-TIME): the 7-day battery window
+    /// slides with no new data. Aggregates are hourly, so nothing can
+    /// change within an hour; each hour every unit heard in the window, or
+    /// holding a low-battery lead, is judged again.
+    pub fn tick(&mut self) {
+        if !self.options.rules {
+            return;
+        }
+        let now = self.clock.now_ms();
+        let hour = now / HOUR_MS;
+        if hour == self.last_tick_hour {
+            return;
+        }
+        let from = battery_window_start(now);
+        let mut after = None;
+        loop {
+            let page = match self.store.vehicles(after, 500) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "rules tick: cannot list vehicles");
+                    return;
+                }
+            };
+            let Some(last) = page.last() else { break };
+            after = Some(last.device_id);
+            let mut candidates = Vec::new();
+            for v in &page {
+                if self.gate_of(v) != Gate::Open {
+                    continue;
+                }
+                let Ok(unit) = self.unit(v.device_id) else { return };
+                let recent = v.last_seen_ms.saturating_add(BATTERY_WINDOW_MS + HOUR_MS) >= now;
+                if recent || unit.rules.open.contains_key(&crate::domain::lead::LOW_BATTERY) {
+                    candidates.push(v.device_id);
+                }
+            }
+            if let Err(e) = self.judge_battery(&candidates, from, now) {
+                tracing::error!(error = %e, "rules tick: commit failed; retrying next tick");
+                return;
+            }
+        }
+        self.last_tick_hour = hour;
+    }
+
+    fn judge_battery(&mut self, devices: &[u64], from_hour: u64, now: u64) -> Result<(), StoreError> {
+        if devices.is_empty() {
+            return Ok(());
+        }
+        let cx = LeadContext { catalog: &self.catalog, labour_rate_cents: self.labour_rate_cents, now_ms: now };
+        let mut next = self.next_lead_id;
+        let mut rules: Vec<(u64, RuleState)> =
+            devices.iter().map(|d| (*d, self.units[d].rules.clone())).collect();
+        let units = &self.units;
+        let result = self.store.write(|tx| {
+            for (id, r) in rules.iter_mut() {
+                let window = tx.battery_window(*id, from_hour)?;
+                let effects = r.on_battery(window, now, now, &mut || {
+                    next += 1;
+                    next - 1
+                });
+                if effects.is_empty() {
+                    continue;
+                }
+                let Some(v) = units[id].vehicle.as_ref() else { continue };
+                for e in &effects {
+                    leads::materialize(tx, &cx, v, e)?;
+                }
+                tx.put_rules(*id, r)?;
+            }
+            tx.set_counter("ids.lead", next - 1)
+        });
+        match result {
+            Ok(()) => {
+                self.next_lead_id = next;
+                for (id, r) in rules {
+                    if let Some(u) = self.units.get_mut(&id) {
+                        u.rules = r;
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.next_lead_id = self.store.counter("ids.lead").unwrap_or(0) + 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// Carries out a staff, CLI or sync action in its own transaction.
+    pub fn apply_action(&mut self, action: Action) -> Result<Outcome, ActionError> {
+        let now = self.clock.now_ms();
+        match action {
+            Action::Lead { action, by } => {
+                let device = match &action {
+                    LeadAction::ReportUserLamp { device_id, .. } => Some(*device_id),
+                    _ => None,
+                };
+                let result = self.lead_action(action, &by, now);
+                if result.is_err() {
+                    // Whatever the failed transaction touched is reloaded.
+                    if let Some(d) = device {
+                        self.units.remove(&d);
+                    }
+                }
+                result
+            }
+            Action::SetConsent { vin, state, by } => {
+                let vin = Vin::parse(&vin)
+                    .ok_or_else(|| ActionError::Invalid(format!("{vin:?} is not a 17-character VIN")))?;
+                let rec = self.store.write(|tx| {
+                    let version = tx.consent(&vin)?.map_or(1, |c| c.version + 1);
+                    let rec = ConsentRecord { vin, state, updated_ms: now, by: by.clone(), version };
+                    tx.put_consent(&rec, by != "sync")?;
+                    Ok(rec)
+                })?;
+                for u in self.units.values_mut() {
+                    if u.consent_vin == Some(vin) {
+                        u.consent = Some(state);
+                    }
+                }
+                Ok(Outcome::Consent { consent: rec })
+            }
+            Action::ImportCatalog { csv } => {
+                let update = Catalog::import_csv(csv.as_bytes(), &self.catalog).map_err(rows_error)?;
+                // The store keeps only what was imported, so the built-in
+                // rows of a later release still show through.
+                let mut imported = self.store.setting::<Catalog>(CATALOG_SETTING)?.unwrap_or_default();
+                imported.merge(update.clone());
+                self.store.write(|tx| tx.put_setting(CATALOG_SETTING, &imported))?;
+                self.catalog.merge(update);
+                let rows = self.catalog.rows();
+                Ok(Outcome::Catalog { rows })
+            }
+            Action::SetLabourRate { cents_per_hour } => {
+                if cents_per_hour == 0 || cents_per_hour > 1_000_000 {
+                    return Err(ActionError::Invalid(format!(
+                        "a labour rate of {cents_per_hour} cents an hour is outside 1..=1000000"
+                    )));
+                }
+                self.store.write(|tx| tx.put_setting(LABOUR_RATE_SETTING, &LabourRate { cents_per_hour }))?;
+                self.labour_rate_cents = cents_per_hour;
+                Ok(Outcome::LabourRate { cents_per_hour })
+            }
+        }
+    }
+
+    fn lead_action(&mut self, action: LeadAction, by: &str, now: u64) -> Result<Outcome, ActionError> {
+        if let LeadAction::ReportUserLamp { device_id, lamp, note } = action {
+            if lamp == 0 {
+                return Err(ActionError::Invalid("lamp ids start at 1".into()));
+            }
+            let unit = self.unit(device_id)?;
+            let Some(vehicle) = unit.vehicle.clone() else {
+                return Err(ActionError::NotFound(format!("no vehicle with unit {device_id}")));
+            };
+            let mut rules = unit.rules.clone();
+            let mut next = self.next_lead_id;
+            let effects = rules.user_lamp(lamp, now, &mut || {
+                next += 1;
+                next - 1
+            });
+            let Some(Effect::Opened { id, .. }) = effects.first().cloned() else {
+                let open = rules.open.get(&LeadKey {
+                    ty: crate::domain::lead::LeadType::UserLamp,
+                    subject: crate::domain::lead::Subject::Lamp(lamp),
+                });
+                return Err(ActionError::Conflict(format!(
+                    "lead {} is already open for this lamp on this vehicle",
+                    open.map_or(0, |o| o.id)
+                )));
+            };
+            let cx = LeadContext { catalog: &self.catalog, labour_rate_cents: self.labour_rate_cents, now_ms: now };
+            let lead = self.store.write(|tx| {
+                for e in &effects {
+                    leads::materialize(tx, &cx, &vehicle, e)?;
+                }
+                if let Some(text) = note.clone().filter(|t| !t.trim().is_empty()) {
+                    leads::note(tx, id, by, text, now)?;
+                }
+                tx.put_rules(device_id, &rules)?;
+                tx.set_counter("ids.lead", next - 1)?;
+                tx.lead(id)?.ok_or_else(|| StoreError::Corrupt("new lead vanished".into()))
+            });
+            return match lead {
+                Ok(lead) => {
+                    self.next_lead_id = next;
+                    if let Some(u) = self.units.get_mut(&device_id) {
+                        u.rules = rules;
+                    }
+                    Ok(Outcome::Lead { lead: Box::new(lead) })
+                }
+                Err(e) => Err(e.into()),
+            };
+        }
+        let id = match &action {
+            LeadAction::Assign { lead_id, .. }
+            | LeadAction::Close { lead_id, .. }
+            | LeadAction::Reopen { lead_id }
+            | LeadAction::Note { lead_id, .. }
+            | LeadAction::Message { lead_id, .. } => *lead_id,
+            LeadAction::ReportUserLamp { .. } => unreachable!("handled above"),
+        };
+        let lead = self.store.lead(id)?.ok_or_else(|| ActionError::NotFound(format!("no lead {id}")))?;
+        let device = lead.device_id;
+        let mut rules = self.unit(device)?.rules.clone();
+        let outcome = match action {
+            LeadAction::Assign { user, .. } => {
+                let user = user.map(|u| u.trim().to_owned()).filter(|u| !u.is_empty());
+                let lead = self.store.write(|tx| leads::assign(tx, id, by, user, now))?;
+                Outcome::Lead { lead: Box::new(lead) }
+            }
+            LeadAction::Note { text, .. } => {
+                if text.trim().is_empty() {
+                    return Err(ActionError::Invalid("a note needs some text".into()));
+                }
+                let lead = self.store.write(|tx| leads::note(tx, id, by, text, now))?;
+                Outcome::Lead { lead: Box::new(lead) }
+            }
+            LeadAction::Message { text, .. } => {
+                let message = self.store.write(|tx| leads::message(tx, id, by, text, now))?;
+                Outcome::Message { message }
+            }
+            LeadAction::Close { note, customer, .. } => {
+                if lead.status == LeadStatus::Closed {
+                    return Err(ActionError::Conflict(format!("lead {id} is already closed")));
+                }
+                if rules.open.get(&lead.key).is_some_and(|o| o.id == id) {
+                    rules.closed_by_hand(&lead.key);
+                }
+                let reason = if customer {
+                    crate::domain::lead::CloseReason::Customer
+                } else {
+                    crate::domain::lead::CloseReason::Manual
+                };
+                let note = note.filter(|n| !n.trim().is_empty());
+                let lead = self.store.write(|tx| {
+                    let lead = leads::close_lead(tx, id, now, reason, Some(by), note)?;
+                    tx.put_rules(device, &rules)?;
+                    Ok(lead)
+                })?;
+                self.units.get_mut(&device).expect("loaded above").rules = rules;
+                Outcome::Lead { lead: Box::new(lead) }
+            }
+            LeadAction::Reopen { .. } => {
+                if lead.status == LeadStatus::Open {
+                    return Err(ActionError::Conflict(format!("lead {id} is already open")));
+                }
+                rules.reopened(lead.key, id).map_err(|other| {
+                    ActionError::Conflict(format!(
+                        "lead {other} is open for the same vehicle, type and subject: close it before reopening lead {id}"
+                    ))
+                })?;
+                let lead = self.store.write(|tx| {
+                    let lead = leads::reopen(tx, id, by, now)?;
+                    tx.put_rules(device, &rules)?;
+                    Ok(lead)
+                })?;
+                self.units.get_mut(&device).expect("loaded above").rules = rules;
+                Outcome::Lead { lead: Box::new(lead) }
+            }
+            LeadAction::ReportUserLamp { .. } => unreachable!("handled above"),
+        };
+        Ok(outcome)
+    }
+}
+
+fn rows_error(rows: Vec<crate::domain::catalog::RowError>) -> ActionError {
+    let text: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
+    ActionError::Invalid(format!("the catalog file was not imported (nothing changed):\n{}", text.join("\n")))
 }
 
 /// Runs `f` on the ingest state on a blocking thread (store commits fsync),

@@ -36,6 +36,7 @@ pub mod control;
 pub mod demo;
 pub mod domain;
 pub mod ingest;
+pub mod leads;
 pub mod link;
 pub mod shutdown;
 pub mod sim;

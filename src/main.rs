@@ -5,7 +5,7 @@ use clap::Parser;
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::EnvFilter;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = forecourt::cli::Cli::parse();
     let filter = EnvFilter::try_from_env("FORECOURT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let journald = std::env::var_os("JOURNAL_STREAM").and_then(|_| tracing_journald::layer().ok());
@@ -20,5 +20,12 @@ fn main() -> anyhow::Result<()> {
             )
             .init(),
     }
-    forecourt::cli::main(cli)
+    match forecourt::cli::main(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole chain of causes, no backtrace: this is for people.
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -328,8 +328,10 @@ fn lamp_key(lamp: u8) -> LeadKey {
     LeadKey { ty: LeadType::WarningLamp, subject: Subject::Lamp(lamp) }
 }
 
-const DISCONNECTED: LeadKey = LeadKey { ty: LeadType::Disconnected, subject: Subject::None };
-const LOW_BATTERY: LeadKey = LeadKey { ty: LeadType::LowBattery, subject: Subject::None };
+/// The key of a vehicle's disconnected-unit lead.
+pub const DISCONNECTED: LeadKey = LeadKey { ty: LeadType::Disconnected, subject: Subject::None };
+/// The key of a vehicle's low-battery lead.
+pub const LOW_BATTERY: LeadKey = LeadKey { ty: LeadType::LowBattery, subject: Subject::None };
 
 impl RuleState {
     fn open(&mut self, key: LeadKey, at_ms: u64, class: Option<(DtcClass, u8)>, ids: &mut dyn Ids, out: &mut Vec<Effect>) {

@@ -2,4 +2,7 @@
 //! (state, event, now) that changes state and returns effects; time is
 //! always an argument. Most of the tests live here.
 
+pub mod catalog;
+pub mod consent;
+pub mod lead;
 pub mod vehicle;

@@ -145,26 +145,34 @@ pub struct Applied {
     pub battery: Option<BatterySample>,
 }
 
-/// Applies one accepted (not duplicate) uplink message to its unit.
-pub fn apply(v: &mut Vehicle, msg: &Message, t: Timing) -> Applied {
-    let mut out = Applied::default();
-    let event = |kind| VehicleEvent { at_ms: t.effective_ms, received_ms: t.received_ms, kind };
+/// Applies what every accepted message tells, even for a unit whose data
+/// is held back (R-VEH-4): its identity and when it was seen.
+pub fn apply_identity(v: &mut Vehicle, msg: &Message, t: Timing) {
     v.messages += 1;
     v.first_seen_ms = v.first_seen_ms.min(t.effective_ms);
     v.last_seen_ms = v.last_seen_ms.max(t.effective_ms);
     v.last_heard_ms = v.last_heard_ms.max(t.received_ms);
-    match (t.ahead_ms, v.clock_ahead_ms) {
-        (Some(ahead), None) => out.events.push(event(EventKind::ClockAhead { ahead_ms: ahead })),
-        _ => {}
-    }
     v.clock_ahead_ms = t.ahead_ms;
+    if let Body::Hello(h) = &msg.body {
+        v.hello_seen = true;
+        if h.vin.is_some() {
+            v.vin = h.vin;
+        }
+        v.firmware = Some(h.firmware);
+    }
+}
+
+/// Applies one accepted (not duplicate) uplink message to its unit.
+pub fn apply(v: &mut Vehicle, msg: &Message, t: Timing) -> Applied {
+    let mut out = Applied::default();
+    let event = |kind| VehicleEvent { at_ms: t.effective_ms, received_ms: t.received_ms, kind };
+    let was_ahead = v.clock_ahead_ms.is_some();
+    apply_identity(v, msg, t);
+    if let (Some(ahead), false) = (t.ahead_ms, was_ahead) {
+        out.events.push(event(EventKind::ClockAhead { ahead_ms: ahead }));
+    }
     match &msg.body {
         Body::Hello(h) => {
-            v.hello_seen = true;
-            if h.vin.is_some() {
-                v.vin = h.vin;
-            }
-            v.firmware = Some(h.firmware);
             if h.after_power_loss {
                 v.power = Power::Powered;
             }

@@ -8,6 +8,7 @@
 //! window, battery aggregates and bounded event history.
 
 pub mod engine;
+pub mod leads;
 pub mod redb;
 #[cfg(feature = "sled")]
 pub mod sled;
@@ -47,6 +48,26 @@ pub mod tables {
     pub const BATTERY_HOURLY: Table = Table { id: 5, name: "battery_hourly" };
     /// device_id (u64 BE) ++ event number (u64 BE) -> [`crate::domain::vehicle::VehicleEvent`]
     pub const EVENTS: Table = Table { id: 6, name: "events" };
+    /// device_id (u64 BE) -> [`crate::domain::lead::RuleState`]
+    pub const RULES: Table = Table { id: 7, name: "rules" };
+    /// lead id (u64 BE) -> [`crate::domain::lead::Lead`]
+    pub const LEADS: Table = Table { id: 8, name: "leads" };
+    /// device_id (u64 BE) ++ lead key -> lead id (u64 BE): the one open lead per key
+    pub const OPEN_LEADS: Table = Table { id: 9, name: "open_leads" };
+    /// device_id (u64 BE) ++ lead id (u64 BE) -> (): a vehicle's leads
+    pub const LEADS_BY_DEVICE: Table = Table { id: 10, name: "leads_by_device" };
+    /// opened_at (u64 BE) ++ lead id (u64 BE) -> (): leads newest first
+    pub const LEADS_BY_OPENED: Table = Table { id: 11, name: "leads_by_opened" };
+    /// record kind (u8) ++ id (u64 BE) -> latest version (u64 LE): what sync sends
+    pub const OUTBOX: Table = Table { id: 12, name: "outbox" };
+    /// notification id (u64 BE) -> [`Notification`]
+    pub const NOTIFICATIONS: Table = Table { id: 13, name: "notifications" };
+    /// message id (u64 BE) -> [`CustomerMessage`]
+    pub const MESSAGES: Table = Table { id: 14, name: "messages" };
+    /// VIN (17 bytes) -> [`ConsentRecord`]
+    pub const CONSENT: Table = Table { id: 15, name: "consent" };
+    /// setting name (UTF-8) -> record
+    pub const SETTINGS: Table = Table { id: 16, name: "settings" };
 }
 
 /// Durable totals shown by `/healthz` (SPEC.md: "durable totals since the
@@ -171,14 +192,14 @@ pub fn device_key(device_id: u64) -> [u8; 8] {
     device_id.to_be_bytes()
 }
 
-fn pair_key(device_id: u64, n: u64) -> [u8; 16] {
+pub(crate) fn pair_key(device_id: u64, n: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
     k[..8].copy_from_slice(&device_id.to_be_bytes());
     k[8..].copy_from_slice(&n.to_be_bytes());
     k
 }
 
-fn get_record<T: Record>(r: &(impl engine::Read + ?Sized), table: Table, key: &[u8]) -> Result<Option<T>> {
+pub(crate) fn get_record<T: Record>(r: &(impl engine::Read + ?Sized), table: Table, key: &[u8]) -> Result<Option<T>> {
     r.get(table, key)?.map(|b| T::from_bytes(&b)).transpose()
 }
 
@@ -300,6 +321,26 @@ impl Store {
     pub fn disk_size(&self) -> Result<u64> {
         self.engine.disk_size()
     }
+
+    /// Parked battery samples from `from_hour` on (R-LEAD-BATT).
+    pub fn battery_window(&self, device_id: u64, from_hour: u64) -> Result<crate::domain::lead::BatteryWindow> {
+        battery_window(&*self.engine, device_id, from_hour)
+    }
+}
+
+fn battery_window(
+    r: &(impl engine::Read + ?Sized),
+    device_id: u64,
+    from_hour: u64,
+) -> Result<crate::domain::lead::BatteryWindow> {
+    let (lo, hi) = (pair_key(device_id, from_hour), pair_key(device_id, u64::MAX));
+    let mut w = crate::domain::lead::BatteryWindow::default();
+    for (_, v) in r.scan(tables::BATTERY_HOURLY, (Bound::Included(&lo[..]), Bound::Included(&hi[..])), false, usize::MAX)? {
+        let h = BatteryHour::from_bytes(&v)?;
+        w.sum_mv += h.parked_sum_mv;
+        w.samples += h.parked_n as u64;
+    }
+    Ok(w)
 }
 
 /// Brings a store to [`SCHEMA_VERSION`]. A new store is stamped; an older
@@ -349,11 +390,28 @@ impl WriteTx<'_> {
         self.tx.put(tables::DEDUPE, &device_key(device_id), &w.to_bytes())
     }
 
-    pub fn add_counter(&mut self, name: &str, delta: u64) -> Result<u64> {
+    pub fn add_counter(&mut self, name: &str, delta: i64) -> Result<u64> {
         let now = self.tx.get(tables::COUNTERS, name.as_bytes())?.map_or(Ok(0), |b| decode_u64(&b))?;
-        let next = now.saturating_add(delta);
-        self.tx.put(tables::COUNTERS, name.as_bytes(), &next.to_le_bytes())?;
+        let next = now.saturating_add_signed(delta);
+        if next == 0 {
+            self.tx.delete(tables::COUNTERS, name.as_bytes())?;
+        } else {
+            self.tx.put(tables::COUNTERS, name.as_bytes(), &next.to_le_bytes())?;
+        }
         Ok(next)
+    }
+
+    pub fn counter(&self, name: &str) -> Result<u64> {
+        self.tx.get(tables::COUNTERS, name.as_bytes())?.map_or(Ok(0), |b| decode_u64(&b))
+    }
+
+    pub fn set_counter(&mut self, name: &str, value: u64) -> Result<()> {
+        self.tx.put(tables::COUNTERS, name.as_bytes(), &value.to_le_bytes())
+    }
+
+    /// Parked battery samples from `from_hour` on (R-LEAD-BATT).
+    pub fn battery_window(&self, device_id: u64, from_hour: u64) -> Result<crate::domain::lead::BatteryWindow> {
+        battery_window(&*self.tx, device_id, from_hour)
     }
 
     /// Adds one battery sample to its hour's aggregate.
