@@ -173,8 +173,11 @@ fn raw_store(kind: EngineKind, engine: &str, units: usize, messages: u64, batch:
 }
 
 fn main() {
-    let units = arg("--units", 1000);
-    let per_unit = arg("--per-unit", 60);
+    // `cargo test --all-targets` runs benches without `--bench`: a small
+    // smoke run then, so CI proves the benchmark works without timing it.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let units = arg("--units", if smoke { 20 } else { 1000 });
+    let per_unit = arg("--per-unit", if smoke { 5 } else { 60 });
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let mut engines = vec![("redb", EngineKind::Redb)];
     if cfg!(feature = "sled") {

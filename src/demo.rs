@@ -73,6 +73,7 @@ pub async fn run(args: crate::cli::DemoArgs, clock: SharedClock) -> Result<(), D
         backfill_ms: BACKFILL_MS,
         ..LotConfig::default()
     };
+    grant_demo_consent(&running, &lot, clock.now_ms()).await;
     let stats = Arc::new(SimStats::new());
     let (sim_stop, sim_shutdown) = crate::shutdown::channel();
     let sim = tokio::spawn(sim::run_serial(master, lot, clock.clone(), stats.clone(), sim_shutdown));
@@ -88,6 +89,29 @@ pub async fn run(args: crate::cli::DemoArgs, clock: SharedClock) -> Result<(), D
     running.stop().await;
     drop(slave);
     Ok(())
+}
+
+/// Consent (R-VEH-4) is granted up front for the lot's vehicles of brands
+/// that need it, except two, which show what "awaiting consent" looks like.
+async fn grant_demo_consent(running: &crate::app::Running, lot: &LotConfig, now_ms: u64) {
+    let catalog = crate::domain::catalog::Catalog::builtin();
+    let brands = &running.state.settings.consent_brands;
+    let gated: Vec<_> = sim::lot_identities(lot, now_ms.saturating_sub(lot.backfill_ms))
+        .into_iter()
+        .filter_map(|i| i.vin)
+        .filter(|vin| catalog.brand_of(vin).is_some_and(|b| brands.iter().any(|c| c.eq_ignore_ascii_case(b))))
+        .collect();
+    let keep_pending = 2.min(gated.len());
+    for vin in &gated[..gated.len() - keep_pending] {
+        let action = crate::ingest::Action::SetConsent {
+            vin: vin.to_string(),
+            state: crate::domain::consent::ConsentState::Granted,
+            by: "demo".into(),
+        };
+        if let Err(e) = running.state.act(action).await {
+            tracing::warn!(error = %e, "demo: cannot grant consent");
+        }
+    }
 }
 
 fn print_banner(addr: SocketAddr, dir: &Path, pty: &Path, vehicles: usize) {

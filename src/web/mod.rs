@@ -19,6 +19,8 @@ use crate::app::AppState;
 pub const MAX_BODY: usize = 64 * 1024;
 /// Units shown on the status page.
 const STATUS_PAGE_UNITS: usize = 500;
+/// Open leads shown on the status page, newest first.
+const STATUS_PAGE_LEADS: usize = 200;
 /// Free space under which the appliance reports itself degraded: 64 MiB,
 /// or 5% of a smaller file system.
 const MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
@@ -107,6 +109,19 @@ async fn status_page(State(state): State<Arc<AppState>>) -> Response {
         Ok(Err(e)) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &format!("The store cannot be read: {e}")),
         Err(_) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, "The page could not be built."),
     };
+    let s = state.clone();
+    let leads = tokio::task::spawn_blocking(move || -> Result<_, crate::store::StoreError> {
+        let filter = crate::store::leads::LeadFilter { status: Some(crate::domain::lead::LeadStatus::Open), ..Default::default() };
+        let open = s.store.leads(&filter, None, STATUS_PAGE_LEADS)?.leads;
+        let counts = crate::leads::lead_counts(&s.store, now)?;
+        Ok((open, counts))
+    })
+    .await;
+    let (open_leads, counts) = match leads {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &format!("The store cannot be read: {e}")),
+        Err(_) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, "The page could not be built."),
+    };
     let health = health(&state);
     views::status(&views::StatusView {
         now_ms: now,
@@ -114,6 +129,8 @@ async fn status_page(State(state): State<Arc<AppState>>) -> Response {
         health: &health,
         vehicles: &vehicles,
         capped: vehicles.len() == STATUS_PAGE_UNITS,
+        open_leads: &open_leads,
+        counts: &counts,
     })
     .into_response()
 }

@@ -7,6 +7,8 @@ use maud::{html, Markup, DOCTYPE};
 use crate::clock::rfc3339;
 use crate::domain::vehicle::{Power, Vehicle};
 use crate::link::message::lamp_name;
+use crate::domain::lead::{Lead, LeadType};
+use crate::leads::{describe, LeadCounts};
 use crate::web::Health;
 
 /// The stylesheet, served with the binary.
@@ -39,6 +41,13 @@ pub struct StatusView<'a> {
     pub health: &'a Health,
     pub vehicles: &'a [Vehicle],
     pub capped: bool,
+    pub open_leads: &'a [Lead],
+    pub counts: &'a LeadCounts,
+}
+
+/// Euros from cents, e.g. "298.75".
+pub fn money(cents: u64) -> String {
+    format!("{}.{:02}", cents / 100, cents % 100)
 }
 
 /// "3 min ago", "2 h ago", "5 d ago".
@@ -70,6 +79,34 @@ pub fn status(v: &StatusView<'_>) -> Markup {
             }
             @if !h.problems.is_empty() {
                 ul.problems { @for p in &h.problems { li { (p) } } }
+            }
+            h2 { "Open leads" }
+            section.summary {
+                @for ty in LeadType::ALL {
+                    div.figure title=(format!("{}: {} open now; {} opened and {} closed in the last 30 days",
+                        ty.title(), v.counts.open[ty.as_str()], v.counts.opened_30d[ty.as_str()], v.counts.closed_30d[ty.as_str()])) {
+                        span.value { (v.counts.open[ty.as_str()]) }
+                        span.label { (ty.title()) }
+                    }
+                }
+            }
+            table.leads {
+                thead { tr { th { "Opened" } th { "Type" } th { "Vehicle" } th { "What" } th.num { "Est. revenue" } } }
+                tbody {
+                    @for l in v.open_leads {
+                        tr {
+                            td title=(rfc3339(l.opened_at_ms)) { (ago(v.now_ms, l.opened_at_ms)) }
+                            td { span class=(format!("pill type-{}", l.key.ty.as_str())) { (l.key.ty.title()) } }
+                            td.mono { @if let Some(vin) = l.vin { (vin) } @else { (l.device_id) } }
+                            td {
+                                (describe(l))
+                                @if let (Some(c), Some(s)) = (l.class, l.severity) { " " span.muted { "(" (c.as_str()) ", severity " (s) ")" } }
+                            }
+                            td.num { @if let Some(c) = l.estimated_revenue_cents { (money(c)) } }
+                        }
+                    }
+                    @if v.open_leads.is_empty() { tr { td colspan="5" { "No open leads." } } }
+                }
             }
             h2 { "Links" }
             table {
