@@ -95,7 +95,7 @@ pub fn status(v: &StatusView<'_>) -> Markup {
                 tbody {
                     @for l in v.open_leads {
                         tr {
-                            td title=(rfc3339(l.opened_at_ms)) { (ago(v.now_ms, l.opened_at_ms)) }
+                            td.nowrap title=(rfc3339(l.opened_at_ms)) { (ago(v.now_ms, l.opened_at_ms)) }
                             td { span class=(format!("pill type-{}", l.key.ty.as_str())) { (l.key.ty.title()) } }
                             td.mono { @if let Some(vin) = l.vin { (vin) } @else { (l.device_id) } }
                             td {
