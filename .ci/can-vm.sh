@@ -122,6 +122,8 @@ run_in_vm() {
 export PATH=/bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 for m in can can-raw can-isotp can-dev vcan; do insmod /mods/$m.ko || echo "VM: insmod $m failed"; done
+# Loopback, for the whole-appliance test (it serves HTTP on 127.0.0.1).
+ip link set lo up
 IFACES=""
 for i in 0 1 2 3 4 5 6 7 8 9 10 11; do
   ip link add vcan$i type vcan && ip link set up vcan$i && IFACES="$IFACES vcan$i"

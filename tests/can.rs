@@ -679,3 +679,91 @@ async fn shutdown_sends_what_is_queued_then_stops() {
 fn opened_payload(payload: &[u8]) -> Body {
     Message::decode(payload).expect("a message").body
 }
+
+/// Waits for the replies to node `nn` until `done` says enough, returning
+/// them in order.
+async fn replies_until(
+    rx: &mut mpsc::Receiver<(u8, Vec<u8>)>,
+    nn: u8,
+    mut done: impl FnMut(&[Message]) -> bool,
+) -> Vec<Message> {
+    let mut seen = Vec::new();
+    while !done(&seen) {
+        let (node, body) = from_appliance(rx).await;
+        if node == nn {
+            seen.push(opened(&body));
+        }
+    }
+    seen
+}
+
+fn acks(seen: &[Message], device_id: u64, seq: u16) -> usize {
+    seen.iter()
+        .filter(|m| m.device_id == device_id && m.body == Body::Ack { acked_seq: seq })
+        .count()
+}
+
+/// Issue 2, "Done when": the same suite over CAN. The whole appliance
+/// (`app::start`: links, ingest, store, web) on a vcan interface, driven by
+/// the dongle side of the bus: every valid message ACKed (HELLOs with a
+/// TIME after), duplicates re-ACKed and counted once, a bad CRC dropped and
+/// counted, a bad version ACKed and counted, each unique message once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_appliance_over_can_counts_each_unique_message_once() {
+    let Some(iface) = vm_iface(9) else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = forecourt::config::Settings::with_data_dir(dir.path().join("data"));
+    settings.http_listen = "127.0.0.1:0".parse().expect("addr");
+    settings.can = vec![CanSettings::new(&iface)];
+    let clock: forecourt::clock::SharedClock = Arc::new(forecourt::clock::SystemClock);
+    let running = forecourt::app::start(settings, clock).await.expect("appliance starts");
+    let deadline = Instant::now() + PROMPTLY;
+    while !running.state.links[0].status.report().up {
+        assert!(Instant::now() < deadline, "CAN link never came up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (_stop, sd) = shutdown::channel();
+    let (tx, mut rx) = dongles(&iface, sd).await;
+
+    // Two units interleaved, as a lot would be.
+    tx.send((5, sealed(&hello(500, 1).encode()))).await.expect("send");
+    tx.send((6, sealed(&hello(600, 1).encode()))).await.expect("send");
+    let seen = replies_until(&mut rx, 5, |s| s.iter().any(|m| m.body == Body::Time)).await;
+    assert_eq!(acks(&seen, 500, 1), 1, "{seen:?}");
+    assert!(matches!(seen.last().map(|m| &m.body), Some(Body::Time)), "TIME after the ACK: {seen:?}");
+    replies_until(&mut rx, 6, |s| s.iter().any(|m| m.body == Body::Time)).await;
+
+    // A message, then its retransmission: ACKed twice, applied once.
+    let hb = sealed(&heartbeat(500, 2).encode());
+    tx.send((5, hb.clone())).await.expect("send");
+    replies_until(&mut rx, 5, |s| acks(s, 500, 2) == 1).await;
+    tx.send((5, hb)).await.expect("send");
+    replies_until(&mut rx, 5, |s| acks(s, 500, 2) == 1).await;
+
+    // A bad CRC is dropped, not ACKed; a bad version is ACKed, not applied.
+    let mut bad = sealed(&heartbeat(500, 3).encode());
+    bad[30] ^= 0x10;
+    tx.send((5, bad)).await.expect("send");
+    let mut v2 = heartbeat(500, 4).encode();
+    v2[0] = 2;
+    tx.send((5, sealed(&v2))).await.expect("send");
+    let seen = replies_until(&mut rx, 5, |s| acks(s, 500, 4) == 1).await;
+    assert_eq!(acks(&seen, 500, 3), 0, "nothing answers a bad CRC: {seen:?}");
+
+    let deadline = Instant::now() + PROMPTLY;
+    let totals = loop {
+        let t = running.state.totals.snapshot();
+        if t.rejected == 2 || Instant::now() > deadline {
+            break t;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(
+        (totals.vehicles, totals.messages, totals.duplicates, totals.rejected),
+        (2, 3, 1, 2),
+        "{totals:?}"
+    );
+    let h = forecourt::web::health(&running.state);
+    assert_eq!(h.status, "ok", "{:?}", h.problems);
+    running.stop().await;
+}
