@@ -204,27 +204,49 @@ impl Running {
 
 /// `forecourt run`: starts, waits for SIGINT or SIGTERM, stops.
 pub async fn run(settings: Settings, clock: SharedClock) -> Result<(), AppError> {
+    // Listen for the signals before anything is served, so that a stop
+    // asked for the moment the appliance answers is an orderly one.
+    let mut signals = Signals::listen();
     let running = start(settings, clock).await?;
-    wait_for_signal().await;
+    signals.recv().await;
     tracing::info!("stopping: finishing the current batch");
     running.stop().await;
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGINT and SIGTERM, caught from the moment this is made.
+pub struct Signals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    pub fn listen() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        let catch = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch {name}");
+                None
+            }
+        };
+        Signals { int: catch(SignalKind::interrupt(), "SIGINT"), term: catch(SignalKind::terminate(), "SIGTERM") }
+    }
+
+    /// Resolves on the first SIGINT or SIGTERM.
+    pub async fn recv(&mut self) {
+        async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+        tokio::select! {
+            _ = next(&mut self.int) => {}
+            _ = next(&mut self.term) => {}
+        }
     }
 }
 

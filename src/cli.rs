@@ -40,6 +40,25 @@ pub enum Command {
     /// OBID consent of a vehicle (R-VEH-4), until sync brings it.
     #[command(subcommand)]
     Consent(ConsentCommand),
+    /// Tokens for the JSON API (docs/api.md).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it, and nothing else, on stdout. Only its
+    /// hash is kept: store it now, it cannot be shown again.
+    Create {
+        #[arg(long)]
+        config: PathBuf,
+        /// Who or what uses it; lead histories record actions by this name.
+        #[arg(long)]
+        name: String,
+        /// admin, advisor or technician (R-VEH-5).
+        #[arg(long)]
+        role: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,6 +185,15 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
                 println!("consent for {} is now {}", consent.vin, consent.state.as_str());
             }
         }
+        Command::Token(TokenCommand::Create { config, name, role }) => {
+            let settings = Settings::load(&config)?;
+            let role = crate::web::auth::Role::parse(&role)
+                .with_context(|| format!("--role {role:?}: use admin, advisor or technician"))?;
+            crate::app::create_data_dir(&settings.data_dir)?;
+            let token = crate::control::create_token(&settings.data_dir, settings.engine, &name, role)?;
+            // SPEC.md: the token and nothing else on stdout, for scripts.
+            println!("{token}");
+        }
     }
     Ok(())
 }
@@ -186,8 +214,9 @@ async fn simulate(args: SimulateArgs, clock: Arc<SystemClock>) -> anyhow::Result
     };
     let stats = Arc::new(sim::SimStats::new());
     let (trigger, shutdown) = crate::shutdown::channel();
+    let mut signals = crate::app::Signals::listen();
     tokio::spawn(async move {
-        crate::app::wait_for_signal().await;
+        signals.recv().await;
         trigger.fire();
     });
     let report = {

@@ -56,6 +56,7 @@ pub fn prepare_dir(dir: &Path) -> Result<(), DemoError> {
 
 /// Runs the demo until SIGINT or SIGTERM.
 pub async fn run(args: crate::cli::DemoArgs, clock: SharedClock) -> Result<(), DemoError> {
+    let mut signals = crate::app::Signals::listen();
     let dir = data_dir(args.data_dir);
     prepare_dir(&dir)?;
     let (master, slave) = tokio_serial::SerialStream::pair()?;
@@ -78,7 +79,7 @@ pub async fn run(args: crate::cli::DemoArgs, clock: SharedClock) -> Result<(), D
     let (sim_stop, sim_shutdown) = crate::shutdown::channel();
     let sim = tokio::spawn(sim::run_serial(master, lot, clock.clone(), stats.clone(), sim_shutdown));
     print_banner(running.http_addr, &dir, &slave_path, args.vehicles);
-    crate::app::wait_for_signal().await;
+    signals.recv().await;
     println!("Stopping the demo...");
     sim_stop.fire();
     match sim.await {
