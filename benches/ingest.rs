@@ -56,7 +56,7 @@ fn proc_field(pid: u32, file: &str, field: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
     text.lines()
         .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().split_whitespace().next().and_then(|n| n.parse().ok()))
+        .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
         .unwrap_or(0)
 }
 

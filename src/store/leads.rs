@@ -250,7 +250,7 @@ impl Store {
                     all.push(l);
                 }
             }
-            all.sort_by(|a, b| (b.opened_at_ms, b.id).cmp(&(a.opened_at_ms, a.id)));
+            all.sort_by_key(|l| std::cmp::Reverse((l.opened_at_ms, l.id)));
             let mut it = all.into_iter().filter(|l| after.is_none_or(|a| (l.opened_at_ms, l.id) < a)).filter(|l| filter.keeps(l));
             page.leads = it.by_ref().take(limit).collect();
             if page.leads.len() == limit && it.next().is_some() {
