@@ -39,6 +39,8 @@ pub enum Request {
     Act { action: Action },
     /// The catalog in use, as CSV.
     CatalogCsv,
+    /// A new API token; the answer holds its text, shown this once.
+    CreateToken { name: String, role: crate::web::auth::Role },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -47,6 +49,7 @@ pub enum Response {
     Status(StatusReport),
     Done { outcome: Outcome },
     Csv { text: String },
+    Token { token: String },
     Error { message: String },
 }
 
@@ -190,6 +193,16 @@ pub async fn handle(state: &AppState, req: Request) -> Response {
             Ok(c) => Response::Csv { text: c.to_csv() },
             Err(e) => Response::Error { message: e.to_string() },
         },
+        Request::CreateToken { name, role } => {
+            let store = state.store.clone();
+            let now = state.clock.now_ms();
+            // A commit fsyncs: off the async threads.
+            match tokio::task::spawn_blocking(move || crate::web::auth::create_token(&store, &name, role, now)).await {
+                Ok(Ok(token)) => Response::Token { token },
+                Ok(Err(e)) => Response::Error { message: e.to_string() },
+                Err(e) => Response::Error { message: format!("creating the token failed: {e}") },
+            }
+        }
     }
 }
 
@@ -226,6 +239,26 @@ pub fn act(data_dir: &Path, engine: crate::store::EngineKind, options: IngestOpt
             let clock: crate::clock::SharedClock = Arc::new(crate::clock::SystemClock);
             let mut ingest = crate::ingest::Ingest::new(store, clock, totals, options)?;
             ingest.apply_action(action).map_err(|e| ControlError::Refused(e.to_string()))
+        }
+    }
+}
+
+/// Makes an API token in the running appliance, or directly in the store
+/// when it is not running; returns the token's text.
+pub fn create_token(
+    data_dir: &Path,
+    engine: crate::store::EngineKind,
+    name: &str,
+    role: crate::web::auth::Role,
+) -> Result<String, ControlError> {
+    match Target::find(data_dir, engine)? {
+        Target::Running(path) => match request(&path, &Request::CreateToken { name: name.to_owned(), role })? {
+            Response::Token { token } => Ok(token),
+            other => Err(ControlError::Protocol(format!("unexpected answer {other:?}"))),
+        },
+        Target::Offline(store) => {
+            let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+            crate::web::auth::create_token(&store, name, role, now).map_err(|e| ControlError::Refused(e.to_string()))
         }
     }
 }

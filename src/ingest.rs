@@ -259,9 +259,18 @@ impl Ingest {
     ) {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // With no link configured (or every link gone) the channel closes;
+        // actions and the tick still run until shutdown.
+        let mut links_open = true;
         loop {
             let first = tokio::select! {
-                ev = rx.recv() => ev,
+                ev = rx.recv(), if links_open => match ev {
+                    Some(ev) => Some(ev),
+                    None => {
+                        links_open = false;
+                        continue;
+                    }
+                },
                 _ = shutdown.fired() => None,
                 Some(cmd) = commands.recv() => {
                     let (me, result) = run_blocking(self, move |s| s.apply_action(cmd.action)).await;

@@ -322,3 +322,21 @@ fn r_lead_dtc_error_codes_carry_class_severity_and_description() {
     assert_eq!(counts.open_by_severity.iter().sum::<u64>(), 0);
     assert!(r.leads().iter().all(|l| l.close_reason == Some(CloseReason::CodeCleared)));
 }
+
+/// An appliance with no `[[serial]]` or `[[can]]` link (allowed: a UI-only
+/// install) still carries out actions: ingest outlives its closed link
+/// channel until shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_work_on_an_appliance_with_no_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = forecourt::config::Settings::with_data_dir(dir.path().join("data"));
+    settings.http_listen = "127.0.0.1:0".parse().unwrap();
+    let clock: SharedClock = Arc::new(FakeClock::new(T0));
+    let running = forecourt::app::start(settings, clock).await.unwrap();
+    let out = running
+        .state
+        .act(Action::SetConsent { vin: VW.into(), state: ConsentState::Granted, by: "admin".into() })
+        .await;
+    assert!(matches!(out, Ok(Outcome::Consent { .. })), "{out:?}");
+    running.stop().await;
+}

@@ -14,6 +14,7 @@ pub mod redb;
 pub mod sled;
 #[cfg(test)]
 mod suite;
+pub mod tokens;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
@@ -68,6 +69,7 @@ pub mod tables {
     pub const CONSENT: Table = Table { id: 15, name: "consent" };
     /// setting name (UTF-8) -> record
     pub const SETTINGS: Table = Table { id: 16, name: "settings" };
+    pub const TOKENS: Table = Table { id: 17, name: "tokens" };
 }
 
 /// Durable totals shown by `/healthz` (SPEC.md: "durable totals since the
@@ -232,7 +234,7 @@ impl Store {
     /// Wraps an open engine and brings its schema up to date.
     pub fn with_engine(engine: Box<dyn Engine>) -> Result<Store> {
         let store = Store { engine };
-        store.write(|tx| migrate(tx))?;
+        store.write(migrate)?;
         Ok(store)
     }
 

@@ -2,6 +2,8 @@
 //! the status page of the units heard. Handlers are thin: they read the
 //! shared state and hand it to a view in [`views`].
 
+pub mod api;
+pub mod auth;
 pub mod views;
 
 use std::sync::Arc;
@@ -32,6 +34,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/static/forecourt.css", get(stylesheet))
         .fallback(not_found)
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
+        // After the layer, which answers 413 in plain text: the API holds
+        // its bodies to the same limit and answers in JSON (api.rs).
+        .merge(api::router())
         .with_state(state)
 }
 
@@ -71,8 +76,9 @@ pub fn health(state: &AppState) -> Health {
     }
     match nix::sys::statvfs::statvfs(&state.settings.data_dir) {
         Ok(fs) => {
-            let free = fs.blocks_available() as u64 * fs.fragment_size() as u64;
-            let size = fs.blocks() as u64 * fs.fragment_size() as u64;
+            // fsblkcnt_t and c_ulong are u64 on the 64-bit targets Forecourt supports.
+            let free = fs.blocks_available() * fs.fragment_size();
+            let size = fs.blocks() * fs.fragment_size();
             if free < MIN_FREE_BYTES.min(size / 20) {
                 problems.push(format!("disk nearly full: {} MiB free for the data directory", free / (1024 * 1024)));
             }
