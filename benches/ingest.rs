@@ -46,7 +46,10 @@ fn arg(name: &str, default: usize) -> usize {
 
 fn bench_dir(engine: &str) -> PathBuf {
     // Under target/ on purpose: /tmp may be a tmpfs, where fsync is free.
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("bench-ingest").join(engine);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("bench-ingest")
+        .join(engine);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -63,7 +66,11 @@ fn proc_field(pid: u32, file: &str, field: &str) -> u64 {
 fn http_get(addr: &str, path: &str) -> serde_json::Value {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
@@ -84,15 +91,28 @@ fn start(config: &Path) -> (Child, String) {
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(i) = line.find("http=") {
-                let _ = tx.send(line[i + 5..].split_whitespace().next().unwrap_or("").to_string());
+                let _ = tx.send(
+                    line[i + 5..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_string(),
+                );
             }
         }
     });
-    let http = rx.recv_timeout(Duration::from_secs(30)).expect("forecourt did not start");
+    let http = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("forecourt did not start");
     (child, http)
 }
 
-fn end_to_end(rt: &tokio::runtime::Runtime, engine: &'static str, units: usize, per_unit: usize) -> (u64, f64, f64, f64, u64) {
+fn end_to_end(
+    rt: &tokio::runtime::Runtime,
+    engine: &'static str,
+    units: usize,
+    per_unit: usize,
+) -> (u64, f64, f64, f64, u64) {
     let dir = bench_dir(engine);
     let (master, slave) = {
         let _enter = rt.enter();
@@ -118,18 +138,33 @@ fn end_to_end(rt: &tokio::runtime::Runtime, engine: &'static str, units: usize, 
     let written_before = proc_field(pid, "io", "write_bytes:");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let report = rt
-        .block_on(forecourt::sim::flood_serial(master, units, per_unit, clock, 7))
+        .block_on(forecourt::sim::flood_serial(
+            master, units, per_unit, clock, 7,
+        ))
         .expect("flood");
     let written = proc_field(pid, "io", "write_bytes:") - written_before;
     let rss = proc_field(pid, "status", "VmHWM:");
     let h = http_get(&http, "/healthz");
     let messages = h["messages"].as_u64().unwrap_or(0);
-    let batch = h["ingest"]["events"].as_f64().unwrap_or(0.0) / h["ingest"]["batches"].as_f64().unwrap_or(1.0).max(1.0);
-    assert_eq!(messages, report.messages, "every flooded message applied once");
-    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+    let batch = h["ingest"]["events"].as_f64().unwrap_or(0.0)
+        / h["ingest"]["batches"].as_f64().unwrap_or(1.0).max(1.0);
+    assert_eq!(
+        messages, report.messages,
+        "every flooded message applied once"
+    );
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
     let _ = child.wait();
     drop(slave);
-    (messages, report.messages_per_s, batch, written as f64 * 1000.0 / messages.max(1) as f64, rss)
+    (
+        messages,
+        report.messages_per_s,
+        batch,
+        written as f64 * 1000.0 / messages.max(1) as f64,
+        rss,
+    )
 }
 
 /// The same records ingest writes per message (unit, dedupe window, battery
@@ -138,8 +173,9 @@ fn raw_store(kind: EngineKind, engine: &str, units: usize, messages: u64, batch:
     let dir = bench_dir(&format!("{engine}-raw"));
     let store = Store::open(&dir, kind).expect("open store");
     let t0 = SystemClock.now_ms() - 3_600_000;
-    let mut vehicles: Vec<(Vehicle, DedupeWindow)> =
-        (0..units as u64).map(|d| (Vehicle::new(d, t0, t0), DedupeWindow::default())).collect();
+    let mut vehicles: Vec<(Vehicle, DedupeWindow)> = (0..units as u64)
+        .map(|d| (Vehicle::new(d, t0, t0), DedupeWindow::default()))
+        .collect();
     let started = Instant::now();
     let mut done = 0u64;
     while done < messages {
@@ -153,7 +189,13 @@ fn raw_store(kind: EngineKind, engine: &str, units: usize, messages: u64, batch:
                         seq,
                         device_id: v.device_id,
                         time_ms: t0 + i,
-                        body: Body::Heartbeat(Heartbeat { engine: Engine::Parked, run_s: 0, odometer_km: 1, battery_mv: 12_500, lamps: 0 }),
+                        body: Body::Heartbeat(Heartbeat {
+                            engine: Engine::Parked,
+                            run_s: 0,
+                            odometer_km: 1,
+                            battery_mv: 12_500,
+                            lamps: 0,
+                        }),
                     };
                     let applied = vehicle::apply(v, &msg, Timing::judge(msg.time_ms, t0 + i));
                     w.remember(seq, msg.time_ms, i as u32);
@@ -178,7 +220,10 @@ fn main() {
     let smoke = !std::env::args().any(|a| a == "--bench");
     let units = arg("--units", if smoke { 20 } else { 1000 });
     let per_unit = arg("--per-unit", if smoke { 5 } else { 60 });
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut engines = vec![("redb", EngineKind::Redb)];
     if cfg!(feature = "sled") {
         engines.push(("sled", EngineKind::Sled));
@@ -186,18 +231,44 @@ fn main() {
     let mut rows = Vec::new();
     for (name, kind) in engines {
         eprintln!("{name}: flooding {units} units x {per_unit} messages through forecourt run over a pty...");
-        let (messages, e2e_rate, batch, bytes_per_1000, rss_kib) = end_to_end(&rt, name, units, per_unit);
+        let (messages, e2e_rate, batch, bytes_per_1000, rss_kib) =
+            end_to_end(&rt, name, units, per_unit);
         eprintln!("{name}: the same records straight into the store, batches of {batch:.0}...");
         let raw_rate = raw_store(kind, name, units, messages, batch.round().max(1.0) as usize);
-        rows.push(Figures { engine: name, messages, e2e_rate, raw_rate, batch, bytes_per_1000, rss_kib });
+        rows.push(Figures {
+            engine: name,
+            messages,
+            e2e_rate,
+            raw_rate,
+            batch,
+            bytes_per_1000,
+            rss_kib,
+        });
     }
     println!();
     println!("ingest end to end: {units} units, stop-and-wait, over a pty into `forecourt run` (this machine, {} cores)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    println!("{:<6} {:>9} {:>12} {:>12} {:>7} {:>10} {:>16} {:>10}", "engine", "messages", "e2e msg/s", "raw msg/s", "ratio", "avg batch", "bytes/1000 msgs", "RSS (MiB)");
+    println!(
+        "{:<6} {:>9} {:>12} {:>12} {:>7} {:>10} {:>16} {:>10}",
+        "engine",
+        "messages",
+        "e2e msg/s",
+        "raw msg/s",
+        "ratio",
+        "avg batch",
+        "bytes/1000 msgs",
+        "RSS (MiB)"
+    );
     for r in &rows {
         println!(
             "{:<6} {:>9} {:>12.0} {:>12.0} {:>7.2} {:>10.1} {:>16.0} {:>10.1}",
-            r.engine, r.messages, r.e2e_rate, r.raw_rate, r.e2e_rate / r.raw_rate, r.batch, r.bytes_per_1000, r.rss_kib as f64 / 1024.0
+            r.engine,
+            r.messages,
+            r.e2e_rate,
+            r.raw_rate,
+            r.e2e_rate / r.raw_rate,
+            r.batch,
+            r.bytes_per_1000,
+            r.rss_kib as f64 / 1024.0
         );
     }
 }

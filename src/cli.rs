@@ -12,7 +12,11 @@ use crate::clock::SystemClock;
 use crate::config::Settings;
 
 #[derive(Debug, Parser)]
-#[command(name = "forecourt", version, about = "Offline-first workshop appliance for CC-Link dongles")]
+#[command(
+    name = "forecourt",
+    version,
+    about = "Offline-first workshop appliance for CC-Link dongles"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -136,7 +140,10 @@ pub struct SimulateArgs {
 
 /// Carries out a parsed command line.
 pub fn main(cli: Cli) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     let clock = Arc::new(SystemClock);
     match cli.command {
         Command::Run { config } => {
@@ -152,23 +159,44 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Catalog(CatalogCommand::Import { config, file }) => {
             let settings = Settings::load(&config)?;
-            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             // Encoding and size are checked here; every row is checked by
             // the appliance against the catalog it holds, and all bad rows
             // are reported at once.
             if bytes.len() > crate::domain::catalog::MAX_FILE_BYTES {
-                anyhow::bail!("{}: {} bytes is over the 5 MB a catalog file may have; nothing was imported", file.display(), bytes.len());
+                anyhow::bail!(
+                    "{}: {} bytes is over the 5 MB a catalog file may have; nothing was imported",
+                    file.display(),
+                    bytes.len()
+                );
             }
-            let csv = String::from_utf8(bytes)
-                .map_err(|e| anyhow::anyhow!("{}: not UTF-8 (first bad byte at offset {}); nothing was imported", file.display(), e.utf8_error().valid_up_to()))?;
-            let outcome = crate::control::act(&settings.data_dir, settings.engine, ingest_options(&settings), crate::ingest::Action::ImportCatalog { csv })?;
+            let csv = String::from_utf8(bytes).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: not UTF-8 (first bad byte at offset {}); nothing was imported",
+                    file.display(),
+                    e.utf8_error().valid_up_to()
+                )
+            })?;
+            let outcome = crate::control::act(
+                &settings.data_dir,
+                settings.engine,
+                ingest_options(&settings),
+                crate::ingest::Action::ImportCatalog { csv },
+            )?;
             if let crate::ingest::Outcome::Catalog { rows } = outcome {
-                println!("imported {}: the catalog now has {rows} rows", file.display());
+                println!(
+                    "imported {}: the catalog now has {rows} rows",
+                    file.display()
+                );
             }
         }
         Command::Catalog(CatalogCommand::Export { config }) => {
             let settings = Settings::load(&config)?;
-            print!("{}", crate::control::catalog_csv(&settings.data_dir, settings.engine)?);
+            print!(
+                "{}",
+                crate::control::catalog_csv(&settings.data_dir, settings.engine)?
+            );
         }
         Command::Consent(ConsentCommand::Set { config, vin, state }) => {
             let settings = Settings::load(&config)?;
@@ -182,7 +210,11 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
                 crate::ingest::Action::SetConsent { vin, state, by },
             )?;
             if let crate::ingest::Outcome::Consent { consent } = outcome {
-                println!("consent for {} is now {}", consent.vin, consent.state.as_str());
+                println!(
+                    "consent for {} is now {}",
+                    consent.vin,
+                    consent.state.as_str()
+                );
             }
         }
         Command::Token(TokenCommand::Create { config, name, role }) => {
@@ -190,7 +222,8 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             let role = crate::web::auth::Role::parse(&role)
                 .with_context(|| format!("--role {role:?}: use admin, advisor or technician"))?;
             crate::app::create_data_dir(&settings.data_dir)?;
-            let token = crate::control::create_token(&settings.data_dir, settings.engine, &name, role)?;
+            let token =
+                crate::control::create_token(&settings.data_dir, settings.engine, &name, role)?;
             // SPEC.md: the token and nothing else on stdout, for scripts.
             println!("{token}");
         }
@@ -199,7 +232,10 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn ingest_options(settings: &Settings) -> crate::ingest::IngestOptions {
-    crate::ingest::IngestOptions { consent_brands: settings.consent_brands.clone(), rules: true }
+    crate::ingest::IngestOptions {
+        consent_brands: settings.consent_brands.clone(),
+        rules: true,
+    }
 }
 
 async fn simulate(args: SimulateArgs, clock: Arc<SystemClock>) -> anyhow::Result<()> {
@@ -230,7 +266,9 @@ async fn simulate(args: SimulateArgs, clock: Arc<SystemClock>) -> anyhow::Result
         })
     };
     let result = match (args.transport.serial, args.transport.can) {
-        (Some(path), _) => sim::run_serial_path(&path, args.baud, lot, clock, stats.clone(), shutdown).await,
+        (Some(path), _) => {
+            sim::run_serial_path(&path, args.baud, lot, clock, stats.clone(), shutdown).await
+        }
         (None, Some(iface)) => sim::run_can(&iface, lot, clock, stats.clone(), shutdown).await,
         (None, None) => unreachable!("clap requires one transport"),
     };

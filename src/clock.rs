@@ -71,7 +71,9 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let t = s.get(r)?;
-        t.bytes().all(|c| c.is_ascii_digit()).then(|| t.parse().ok())?
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())?
     };
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     if b[13] != b':' || b[16] != b':' {
@@ -140,8 +142,14 @@ mod tests {
     #[test]
     fn rfc3339_round_trip() {
         assert_eq!(rfc3339(1_767_225_600_000), "2026-01-01T00:00:00Z");
-        assert_eq!(parse_rfc3339("2026-01-01T00:00:00Z"), Some(1_767_225_600_000));
-        assert_eq!(parse_rfc3339("2026-01-01T01:00:00.5+01:00"), Some(1_767_225_600_500));
+        assert_eq!(
+            parse_rfc3339("2026-01-01T00:00:00Z"),
+            Some(1_767_225_600_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-01-01T01:00:00.5+01:00"),
+            Some(1_767_225_600_500)
+        );
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
         assert_eq!(parse_rfc3339("2026-13-01T00:00:00Z"), None);
         assert_eq!(parse_rfc3339("yesterday"), None);

@@ -17,7 +17,10 @@ use crate::store::EngineKind;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// TOML syntax, an unknown key, or a value of the wrong type. toml's
     /// message names the key and shows the line.
     #[error("config file {path}: {message}")]
@@ -28,7 +31,10 @@ pub enum ConfigError {
 }
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), message: message.into() }
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
 }
 
 /// The file as written.
@@ -62,7 +68,9 @@ pub struct RawHttp {
 
 impl Default for RawHttp {
     fn default() -> Self {
-        RawHttp { listen: default_listen() }
+        RawHttp {
+            listen: default_listen(),
+        }
     }
 }
 
@@ -130,7 +138,9 @@ pub struct RawConsent {
 
 impl Default for RawConsent {
     fn default() -> Self {
-        RawConsent { brands: default_consent_brands() }
+        RawConsent {
+            brands: default_consent_brands(),
+        }
     }
 }
 
@@ -147,7 +157,9 @@ pub struct RawRules {
 
 impl Default for RawRules {
     fn default() -> Self {
-        RawRules { tick_s: default_tick_s() }
+        RawRules {
+            tick_s: default_tick_s(),
+        }
     }
 }
 
@@ -165,7 +177,9 @@ pub struct RawVehicles {
 
 impl Default for RawVehicles {
     fn default() -> Self {
-        RawVehicles { on_lot_minutes: default_on_lot_minutes() }
+        RawVehicles {
+            on_lot_minutes: default_on_lot_minutes(),
+        }
     }
 }
 
@@ -182,7 +196,9 @@ pub struct RawStore {
 
 impl Default for RawStore {
     fn default() -> Self {
-        RawStore { engine: default_engine() }
+        RawStore {
+            engine: default_engine(),
+        }
     }
 }
 
@@ -215,10 +231,15 @@ pub struct SyncSettings {
 impl Settings {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_owned(), message },
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
             other => other,
         })
     }
@@ -252,7 +273,13 @@ impl Settings {
             return Err(invalid("data_dir", "must not be empty"));
         }
         let http_listen: SocketAddr = raw.http.listen.parse().map_err(|_| {
-            invalid("http.listen", format!("{:?} is not an address:port such as \"0.0.0.0:8080\"", raw.http.listen))
+            invalid(
+                "http.listen",
+                format!(
+                    "{:?} is not an address:port such as \"0.0.0.0:8080\"",
+                    raw.http.listen
+                ),
+            )
         })?;
         let mut serial = Vec::with_capacity(raw.serial.len());
         for (i, s) in raw.serial.into_iter().enumerate() {
@@ -261,19 +288,33 @@ impl Settings {
                 return Err(invalid(key("path"), "must not be empty"));
             }
             if !(50..=4_000_000).contains(&s.baud) {
-                return Err(invalid(key("baud"), format!("{} is outside 50..=4000000", s.baud)));
+                return Err(invalid(
+                    key("baud"),
+                    format!("{} is outside 50..=4000000", s.baud),
+                ));
             }
             if !(5..=8).contains(&s.data_bits) {
-                return Err(invalid(key("data_bits"), format!("{} is not 5, 6, 7 or 8", s.data_bits)));
+                return Err(invalid(
+                    key("data_bits"),
+                    format!("{} is not 5, 6, 7 or 8", s.data_bits),
+                ));
             }
             let parity = match s.parity.as_str() {
                 "none" => Parity::None,
                 "even" => Parity::Even,
                 "odd" => Parity::Odd,
-                other => return Err(invalid(key("parity"), format!("{other:?} is not \"none\", \"even\" or \"odd\""))),
+                other => {
+                    return Err(invalid(
+                        key("parity"),
+                        format!("{other:?} is not \"none\", \"even\" or \"odd\""),
+                    ))
+                }
             };
             if !(1..=2).contains(&s.stop_bits) {
-                return Err(invalid(key("stop_bits"), format!("{} is not 1 or 2", s.stop_bits)));
+                return Err(invalid(
+                    key("stop_bits"),
+                    format!("{} is not 1 or 2", s.stop_bits),
+                ));
             }
             let flow_control = match s.flow_control.as_str() {
                 "none" => FlowControl::None,
@@ -287,7 +328,10 @@ impl Settings {
                 }
             };
             if serial.iter().any(|o: &SerialSettings| o.path == s.path) {
-                return Err(invalid(key("path"), format!("{} is configured twice", s.path.display())));
+                return Err(invalid(
+                    key("path"),
+                    format!("{} is configured twice", s.path.display()),
+                ));
             }
             serial.push(SerialSettings {
                 path: s.path,
@@ -302,24 +346,40 @@ impl Settings {
         for (i, c) in raw.can.into_iter().enumerate() {
             let key = format!("can[{i}].interface");
             // IFNAMSIZ is 16 including the terminating NUL.
-            if c.interface.is_empty() || c.interface.len() > 15 || c.interface.contains(['/', ' ', '\0']) {
-                return Err(invalid(key, format!("{:?} is not a network interface name", c.interface)));
+            if c.interface.is_empty()
+                || c.interface.len() > 15
+                || c.interface.contains(['/', ' ', '\0'])
+            {
+                return Err(invalid(
+                    key,
+                    format!("{:?} is not a network interface name", c.interface),
+                ));
             }
             if can.iter().any(|o: &CanSettings| o.interface == c.interface) {
                 return Err(invalid(key, format!("{} is configured twice", c.interface)));
             }
-            can.push(CanSettings { interface: c.interface, block_size: c.block_size, st_min_ms: c.st_min_ms });
+            can.push(CanSettings {
+                interface: c.interface,
+                block_size: c.block_size,
+                st_min_ms: c.st_min_ms,
+            });
         }
         let sync = match raw.sync {
             None => None,
             Some(s) => {
                 if !(s.url.starts_with("http://") || s.url.starts_with("https://")) {
-                    return Err(invalid("sync.url", format!("{:?} must start with http:// or https://", s.url)));
+                    return Err(invalid(
+                        "sync.url",
+                        format!("{:?} must start with http:// or https://", s.url),
+                    ));
                 }
                 if s.token.trim().is_empty() {
                     return Err(invalid("sync.token", "must not be empty"));
                 }
-                Some(SyncSettings { url: s.url, token: s.token })
+                Some(SyncSettings {
+                    url: s.url,
+                    token: s.token,
+                })
             }
         };
         for (i, b) in raw.consent.brands.iter().enumerate() {
@@ -328,19 +388,35 @@ impl Settings {
             }
         }
         if raw.rules.tick_s == 0 || raw.rules.tick_s > 86_400 {
-            return Err(invalid("rules.tick_s", format!("{} is outside 1..=86400 seconds", raw.rules.tick_s)));
+            return Err(invalid(
+                "rules.tick_s",
+                format!("{} is outside 1..=86400 seconds", raw.rules.tick_s),
+            ));
         }
         if raw.vehicles.on_lot_minutes == 0 || raw.vehicles.on_lot_minutes > 7 * 24 * 60 {
             return Err(invalid(
                 "vehicles.on_lot_minutes",
-                format!("{} is outside 1..=10080 minutes", raw.vehicles.on_lot_minutes),
+                format!(
+                    "{} is outside 1..=10080 minutes",
+                    raw.vehicles.on_lot_minutes
+                ),
             ));
         }
         let engine = match raw.store.engine.as_str() {
             "redb" => EngineKind::Redb,
             "sled" if cfg!(feature = "sled") => EngineKind::Sled,
-            "sled" => return Err(invalid("store.engine", "\"sled\" needs a build with the `sled` cargo feature")),
-            other => return Err(invalid("store.engine", format!("{other:?} is not \"redb\" or \"sled\""))),
+            "sled" => {
+                return Err(invalid(
+                    "store.engine",
+                    "\"sled\" needs a build with the `sled` cargo feature",
+                ))
+            }
+            other => {
+                return Err(invalid(
+                    "store.engine",
+                    format!("{other:?} is not \"redb\" or \"sled\""),
+                ))
+            }
         };
         Ok(Settings {
             data_dir: raw.data_dir,
@@ -415,7 +491,10 @@ mod tests {
     fn unknown_keys_are_named() {
         assert!(err("data_dir = \"/x\"\ncolour = 1").contains("colour"));
         assert!(err("data_dir = \"/x\"\n[http]\nport = 1").contains("port"));
-        assert!(err("data_dir = \"/x\"\n[[serial]]\npath = \"/dev/x\"\nbaudrate = 9600").contains("baudrate"));
+        assert!(
+            err("data_dir = \"/x\"\n[[serial]]\npath = \"/dev/x\"\nbaudrate = 9600")
+                .contains("baudrate")
+        );
         assert!(err("data_dir = \"/x\"\n[rules]\ntick = 5").contains("tick"));
     }
 
@@ -423,14 +502,27 @@ mod tests {
     fn bad_values_are_named() {
         assert!(err("").contains("data_dir"));
         assert!(err("data_dir = \"/x\"\n[http]\nlisten = \"8080\"").contains("http.listen"));
-        assert!(err("data_dir = \"/x\"\n[[serial]]\npath = \"/dev/x\"\nbaud = \"fast\"").contains("baud"));
-        assert!(err("data_dir = \"/x\"\n[[serial]]\npath = \"/dev/x\"\nbaud = 0").contains("serial[0].baud"));
-        assert!(err("data_dir = \"/x\"\n[[serial]]\npath = \"/dev/x\"\nparity = \"mark\"").contains("serial[0].parity"));
+        assert!(
+            err("data_dir = \"/x\"\n[[serial]]\npath = \"/dev/x\"\nbaud = \"fast\"")
+                .contains("baud")
+        );
+        assert!(
+            err("data_dir = \"/x\"\n[[serial]]\npath = \"/dev/x\"\nbaud = 0")
+                .contains("serial[0].baud")
+        );
+        assert!(
+            err("data_dir = \"/x\"\n[[serial]]\npath = \"/dev/x\"\nparity = \"mark\"")
+                .contains("serial[0].parity")
+        );
         assert!(err("data_dir = \"/x\"\n[[can]]\ninterface = \"\"").contains("can[0].interface"));
         assert!(err("data_dir = \"/x\"\n[rules]\ntick_s = 0").contains("rules.tick_s"));
-        assert!(err("data_dir = \"/x\"\n[sync]\nurl = \"ftp://x\"\ntoken = \"t\"").contains("sync.url"));
+        assert!(
+            err("data_dir = \"/x\"\n[sync]\nurl = \"ftp://x\"\ntoken = \"t\"").contains("sync.url")
+        );
         assert!(err("data_dir = \"/x\"\n[store]\nengine = \"lmdb\"").contains("store.engine"));
-        assert!(err("data_dir = \"/x\"\n[[can]]\ninterface = \"can0\"\n[[can]]\ninterface = \"can0\"")
-            .contains("configured twice"));
+        assert!(err(
+            "data_dir = \"/x\"\n[[can]]\ninterface = \"can0\"\n[[can]]\ninterface = \"can0\""
+        )
+        .contains("configured twice"));
     }
 }

@@ -40,7 +40,10 @@ pub enum Request {
     /// The catalog in use, as CSV.
     CatalogCsv,
     /// A new API token; the answer holds its text, shown this once.
-    CreateToken { name: String, role: crate::web::auth::Role },
+    CreateToken {
+        name: String,
+        role: crate::web::auth::Role,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -73,7 +76,12 @@ pub struct TotalsSnapshotOwned {
 
 impl From<TotalsSnapshot> for TotalsSnapshotOwned {
     fn from(t: TotalsSnapshot) -> Self {
-        TotalsSnapshotOwned { vehicles: t.vehicles, messages: t.messages, duplicates: t.duplicates, rejected: t.rejected }
+        TotalsSnapshotOwned {
+            vehicles: t.vehicles,
+            messages: t.messages,
+            duplicates: t.duplicates,
+            rejected: t.rejected,
+        }
     }
 }
 
@@ -102,7 +110,10 @@ impl From<LinkReport> for LinkLine {
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("cannot talk to the running appliance at {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the appliance answered something unreadable: {0}")]
     Protocol(String),
     #[error("{0}")]
@@ -151,7 +162,9 @@ pub async fn serve(listener: UnixListener, state: Arc<AppState>, mut shutdown: S
             while let Ok(Some(line)) = lines.next_line().await {
                 let answer = match serde_json::from_str::<Request>(&line) {
                     Ok(req) => handle(&state, req).await,
-                    Err(e) => Response::Error { message: format!("bad request: {e}") },
+                    Err(e) => Response::Error {
+                        message: format!("bad request: {e}"),
+                    },
                 };
                 let mut out = serde_json::to_vec(&answer).unwrap_or_default();
                 out.push(b'\n');
@@ -181,32 +194,50 @@ pub async fn handle(state: &AppState, req: Request) -> Response {
         Request::Status => Response::Status(StatusReport {
             running: true,
             totals: state.totals.snapshot().into(),
-            links: state.links.iter().map(|l| l.status.report().into()).collect(),
+            links: state
+                .links
+                .iter()
+                .map(|l| l.status.report().into())
+                .collect(),
             store_error: state.totals.store_error(),
             disk_bytes: state.store.disk_size().ok(),
         }),
         Request::Act { action } => match state.act(action).await {
             Ok(outcome) => Response::Done { outcome },
-            Err(e) => Response::Error { message: e.to_string() },
+            Err(e) => Response::Error {
+                message: e.to_string(),
+            },
         },
         Request::CatalogCsv => match catalog_in(&state.store) {
             Ok(c) => Response::Csv { text: c.to_csv() },
-            Err(e) => Response::Error { message: e.to_string() },
+            Err(e) => Response::Error {
+                message: e.to_string(),
+            },
         },
         Request::CreateToken { name, role } => {
             let store = state.store.clone();
             let now = state.clock.now_ms();
             // A commit fsyncs: off the async threads.
-            match tokio::task::spawn_blocking(move || crate::web::auth::create_token(&store, &name, role, now)).await {
+            match tokio::task::spawn_blocking(move || {
+                crate::web::auth::create_token(&store, &name, role, now)
+            })
+            .await
+            {
                 Ok(Ok(token)) => Response::Token { token },
-                Ok(Err(e)) => Response::Error { message: e.to_string() },
-                Err(e) => Response::Error { message: format!("creating the token failed: {e}") },
+                Ok(Err(e)) => Response::Error {
+                    message: e.to_string(),
+                },
+                Err(e) => Response::Error {
+                    message: format!("creating the token failed: {e}"),
+                },
             }
         }
     }
 }
 
-fn catalog_in(store: &crate::store::Store) -> Result<crate::domain::catalog::Catalog, crate::store::StoreError> {
+fn catalog_in(
+    store: &crate::store::Store,
+) -> Result<crate::domain::catalog::Catalog, crate::store::StoreError> {
     let mut catalog = crate::domain::catalog::Catalog::builtin();
     if let Some(stored) = store.setting::<crate::domain::catalog::Catalog>("catalog")? {
         catalog.merge(stored);
@@ -215,11 +246,16 @@ fn catalog_in(store: &crate::store::Store) -> Result<crate::domain::catalog::Cat
 }
 
 /// The catalog in use as CSV, from the running appliance or the store.
-pub fn catalog_csv(data_dir: &Path, engine: crate::store::EngineKind) -> Result<String, ControlError> {
+pub fn catalog_csv(
+    data_dir: &Path,
+    engine: crate::store::EngineKind,
+) -> Result<String, ControlError> {
     match Target::find(data_dir, engine)? {
         Target::Running(path) => match request(&path, &Request::CatalogCsv)? {
             Response::Csv { text } => Ok(text),
-            other => Err(ControlError::Protocol(format!("unexpected answer {other:?}"))),
+            other => Err(ControlError::Protocol(format!(
+                "unexpected answer {other:?}"
+            ))),
         },
         Target::Offline(store) => Ok(catalog_in(&store)?.to_csv()),
     }
@@ -227,18 +263,27 @@ pub fn catalog_csv(data_dir: &Path, engine: crate::store::EngineKind) -> Result<
 
 /// Carries out `action` in the running appliance, or directly on the store
 /// when it is not running.
-pub fn act(data_dir: &Path, engine: crate::store::EngineKind, options: IngestOptions, action: Action) -> Result<Outcome, ControlError> {
+pub fn act(
+    data_dir: &Path,
+    engine: crate::store::EngineKind,
+    options: IngestOptions,
+    action: Action,
+) -> Result<Outcome, ControlError> {
     match Target::find(data_dir, engine)? {
         Target::Running(path) => match request(&path, &Request::Act { action })? {
             Response::Done { outcome } => Ok(outcome),
-            other => Err(ControlError::Protocol(format!("unexpected answer {other:?}"))),
+            other => Err(ControlError::Protocol(format!(
+                "unexpected answer {other:?}"
+            ))),
         },
         Target::Offline(store) => {
             let store = Arc::new(store);
             let totals = Arc::new(crate::ingest::Totals::load(&store)?);
             let clock: crate::clock::SharedClock = Arc::new(crate::clock::SystemClock);
             let mut ingest = crate::ingest::Ingest::new(store, clock, totals, options)?;
-            ingest.apply_action(action).map_err(|e| ControlError::Refused(e.to_string()))
+            ingest
+                .apply_action(action)
+                .map_err(|e| ControlError::Refused(e.to_string()))
         }
     }
 }
@@ -252,13 +297,22 @@ pub fn create_token(
     role: crate::web::auth::Role,
 ) -> Result<String, ControlError> {
     match Target::find(data_dir, engine)? {
-        Target::Running(path) => match request(&path, &Request::CreateToken { name: name.to_owned(), role })? {
+        Target::Running(path) => match request(
+            &path,
+            &Request::CreateToken {
+                name: name.to_owned(),
+                role,
+            },
+        )? {
             Response::Token { token } => Ok(token),
-            other => Err(ControlError::Protocol(format!("unexpected answer {other:?}"))),
+            other => Err(ControlError::Protocol(format!(
+                "unexpected answer {other:?}"
+            ))),
         },
         Target::Offline(store) => {
             let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
-            crate::web::auth::create_token(&store, name, role, now).map_err(|e| ControlError::Refused(e.to_string()))
+            crate::web::auth::create_token(&store, name, role, now)
+                .map_err(|e| ControlError::Refused(e.to_string()))
         }
     }
 }
@@ -280,7 +334,9 @@ impl Target {
         }
         match crate::store::Store::open(data_dir, engine) {
             Ok(s) => Ok(Target::Offline(s)),
-            Err(crate::store::StoreError::Locked(_)) => Err(ControlError::Orphaned(data_dir.to_owned())),
+            Err(crate::store::StoreError::Locked(_)) => {
+                Err(ControlError::Orphaned(data_dir.to_owned()))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -288,9 +344,14 @@ impl Target {
 
 /// Sends one request to a running appliance and waits for its answer.
 pub fn request(path: &Path, req: &Request) -> Result<Response, ControlError> {
-    let io = |source| ControlError::Io { path: path.to_owned(), source };
+    let io = |source| ControlError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let mut stream = UnixStream::connect(path).map_err(io)?;
-    stream.set_read_timeout(Some(Duration::from_secs(30))).map_err(io)?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(io)?;
     let mut line = serde_json::to_vec(req).map_err(|e| ControlError::Protocol(e.to_string()))?;
     line.push(b'\n');
     stream.write_all(&line).map_err(io)?;
@@ -303,11 +364,16 @@ pub fn request(path: &Path, req: &Request) -> Result<Response, ControlError> {
 }
 
 /// `forecourt status`: from the running appliance, or from the store.
-pub fn status(data_dir: &Path, engine: crate::store::EngineKind) -> Result<StatusReport, ControlError> {
+pub fn status(
+    data_dir: &Path,
+    engine: crate::store::EngineKind,
+) -> Result<StatusReport, ControlError> {
     match Target::find(data_dir, engine)? {
         Target::Running(path) => match request(&path, &Request::Status)? {
             Response::Status(s) => Ok(s),
-            other => Err(ControlError::Protocol(format!("unexpected answer {other:?}"))),
+            other => Err(ControlError::Protocol(format!(
+                "unexpected answer {other:?}"
+            ))),
         },
         Target::Offline(store) => {
             let totals = crate::ingest::Totals::load(&store)?;

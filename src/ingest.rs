@@ -58,10 +58,14 @@ impl Totals {
     /// Loads the durable totals from the store.
     pub fn load(store: &Store) -> Result<Totals, StoreError> {
         let t = Totals::default();
-        t.vehicles.store(store.counter(counters::VEHICLES)?, Ordering::Relaxed);
-        t.messages.store(store.counter(counters::MESSAGES)?, Ordering::Relaxed);
-        t.duplicates.store(store.counter(counters::DUPLICATES)?, Ordering::Relaxed);
-        t.rejected.store(store.counter(counters::REJECTED)?, Ordering::Relaxed);
+        t.vehicles
+            .store(store.counter(counters::VEHICLES)?, Ordering::Relaxed);
+        t.messages
+            .store(store.counter(counters::MESSAGES)?, Ordering::Relaxed);
+        t.duplicates
+            .store(store.counter(counters::DUPLICATES)?, Ordering::Relaxed);
+        t.rejected
+            .store(store.counter(counters::REJECTED)?, Ordering::Relaxed);
         Ok(t)
     }
 
@@ -75,7 +79,10 @@ impl Totals {
     }
 
     pub fn store_error(&self) -> Option<String> {
-        self.store_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.store_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn set_store_error(&self, e: Option<String>) {
@@ -104,7 +111,10 @@ pub struct IngestOptions {
 
 impl Default for IngestOptions {
     fn default() -> Self {
-        IngestOptions { consent_brands: vec!["Volkswagen".into()], rules: true }
+        IngestOptions {
+            consent_brands: vec!["Volkswagen".into()],
+            rules: true,
+        }
     }
 }
 
@@ -136,22 +146,43 @@ const STATUS_REQUEST_INTERVAL_MS: u64 = 10 * 60_000;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Action {
-    Lead { action: LeadAction, by: String },
-    SetConsent { vin: String, state: ConsentState, by: String },
+    Lead {
+        action: LeadAction,
+        by: String,
+    },
+    SetConsent {
+        vin: String,
+        state: ConsentState,
+        by: String,
+    },
     /// A catalog CSV (docs/catalog.md); refused whole when any row is bad.
-    ImportCatalog { csv: String },
-    SetLabourRate { cents_per_hour: u64 },
+    ImportCatalog {
+        csv: String,
+    },
+    SetLabourRate {
+        cents_per_hour: u64,
+    },
 }
 
 /// What an action produced.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
-    Lead { lead: Box<crate::domain::lead::Lead> },
-    Message { message: CustomerMessage },
-    Consent { consent: ConsentRecord },
-    Catalog { rows: usize },
-    LabourRate { cents_per_hour: u64 },
+    Lead {
+        lead: Box<crate::domain::lead::Lead>,
+    },
+    Message {
+        message: CustomerMessage,
+    },
+    Consent {
+        consent: ConsentRecord,
+    },
+    Catalog {
+        rows: usize,
+    },
+    LabourRate {
+        cents_per_hour: u64,
+    },
 }
 
 /// An action and where its answer goes.
@@ -217,15 +248,21 @@ pub struct Ingest {
 const MAX_CACHED_UNITS: usize = 200_000;
 
 impl Ingest {
-    pub fn new(store: Arc<Store>, clock: SharedClock, totals: Arc<Totals>, options: IngestOptions) -> Result<Ingest, StoreError> {
+    pub fn new(
+        store: Arc<Store>,
+        clock: SharedClock,
+        totals: Arc<Totals>,
+        options: IngestOptions,
+    ) -> Result<Ingest, StoreError> {
         // The built-in rows under what the importer sent: a new release's
         // defaults arrive, and imported rows still win.
         let mut catalog = Catalog::builtin();
         if let Some(stored) = store.setting::<Catalog>(CATALOG_SETTING)? {
             catalog.merge(stored);
         }
-        let labour_rate_cents =
-            store.setting::<LabourRate>(LABOUR_RATE_SETTING)?.map_or(DEFAULT_LABOUR_RATE_CENTS, |r| r.cents_per_hour);
+        let labour_rate_cents = store
+            .setting::<LabourRate>(LABOUR_RATE_SETTING)?
+            .map_or(DEFAULT_LABOUR_RATE_CENTS, |r| r.cents_per_hour);
         let next_lead_id = store.counter("ids.lead")? + 1;
         Ok(Ingest {
             store,
@@ -321,9 +358,12 @@ impl Ingest {
         for ev in batch {
             match ev {
                 LinkEvent::Rejected { reason, .. } => p.reject(reason.0),
-                LinkEvent::Payload { payload, received_ms, reply, .. } => {
-                    self.accept(&payload, received_ms, reply, now, &mut p)
-                }
+                LinkEvent::Payload {
+                    payload,
+                    received_ms,
+                    reply,
+                    ..
+                } => self.accept(&payload, received_ms, reply, now, &mut p),
             }
         }
         match self.commit(&mut p) {
@@ -354,7 +394,14 @@ impl Ingest {
         }
     }
 
-    fn accept(&mut self, payload: &[u8], received_ms: u64, reply: Replier, now: u64, p: &mut Pending) {
+    fn accept(
+        &mut self,
+        payload: &[u8],
+        received_ms: u64,
+        reply: Replier,
+        now: u64,
+        p: &mut Pending,
+    ) {
         // A payload from a link is at least a header long (the deframer and
         // the CAN link refuse shorter bodies), but check rather than trust.
         let Some(header) = Header::parse(payload) else {
@@ -423,7 +470,8 @@ impl Ingest {
                     next - 1
                 });
                 self.next_lead_id = next;
-                p.effects.extend(effects.into_iter().map(|e| (msg.device_id, e)));
+                p.effects
+                    .extend(effects.into_iter().map(|e| (msg.device_id, e)));
                 if matches!(msg.body, Body::Heartbeat(_) | Body::IgnitionOn { .. }) {
                     let at = p.battery.entry(msg.device_id).or_default();
                     *at = (*at).max(timing.effective_ms);
@@ -440,7 +488,10 @@ impl Ingest {
             p.dirty.push(msg.device_id);
         }
         if !applied.events.is_empty() {
-            p.events.entry(msg.device_id).or_default().extend(applied.events);
+            p.events
+                .entry(msg.device_id)
+                .or_default()
+                .extend(applied.events);
         }
         if let Some(b) = applied.battery {
             p.samples.push((msg.device_id, b));
@@ -450,14 +501,20 @@ impl Ingest {
         p.replies.push((reply.clone(), self.ack(&header, now)));
         if matches!(msg.body, Body::Hello(_)) {
             // PROTOCOL.md 4: every HELLO gets a TIME, after its ACK.
-            p.replies.push((reply.clone(), self.time(msg.device_id, now)));
+            p.replies
+                .push((reply.clone(), self.time(msg.device_id, now)));
         }
         // R-VEH-4: a unit not yet heard in a HELLO is asked for one, after its ACK.
         if gate == Gate::NoHello {
             let last = self.last_status_request.get(&msg.device_id).copied();
             if last.is_none_or(|t| now.saturating_sub(t) >= STATUS_REQUEST_INTERVAL_MS) {
                 self.last_status_request.insert(msg.device_id, now);
-                let ask = Message { seq: self.bump_seq(), device_id: msg.device_id, time_ms: now, body: Body::RequestStatus };
+                let ask = Message {
+                    seq: self.bump_seq(),
+                    device_id: msg.device_id,
+                    time_ms: now,
+                    body: Body::RequestStatus,
+                };
                 p.replies.push((reply, ask.encode()));
             }
         }
@@ -486,24 +543,46 @@ impl Ingest {
     /// The unit's gate once `msg` is applied (a HELLO may name its VIN).
     fn gate_after(&mut self, device_id: u64, msg: &Message) -> Gate {
         let store = self.store.clone();
-        let Some(unit) = self.units.get_mut(&device_id) else { return Gate::NoHello };
+        let Some(unit) = self.units.get_mut(&device_id) else {
+            return Gate::NoHello;
+        };
         let (hello_seen, vin) = match &msg.body {
             Body::Hello(h) => (true, h.vin.or(unit.vehicle.as_ref().and_then(|v| v.vin))),
-            _ => (unit.vehicle.as_ref().is_some_and(|v| v.hello_seen), unit.vehicle.as_ref().and_then(|v| v.vin)),
+            _ => (
+                unit.vehicle.as_ref().is_some_and(|v| v.hello_seen),
+                unit.vehicle.as_ref().and_then(|v| v.vin),
+            ),
         };
         if vin != unit.consent_vin {
             unit.consent_vin = vin;
-            unit.consent = vin.and_then(|v| store.consent(&v).ok().flatten()).map(|c| c.state);
+            unit.consent = vin
+                .and_then(|v| store.consent(&v).ok().flatten())
+                .map(|c| c.state);
         }
         let brand = vin.as_ref().and_then(|v| self.catalog.brand_of(v));
-        consent::gate(hello_seen, vin.as_ref(), brand, &self.options.consent_brands, unit.consent)
+        consent::gate(
+            hello_seen,
+            vin.as_ref(),
+            brand,
+            &self.options.consent_brands,
+            unit.consent,
+        )
     }
 
     /// Whether a unit is fully active, for display.
     pub fn gate_of(&self, v: &Vehicle) -> Gate {
-        let consent = v.vin.and_then(|vin| self.store.consent(&vin).ok().flatten()).map(|c| c.state);
+        let consent = v
+            .vin
+            .and_then(|vin| self.store.consent(&vin).ok().flatten())
+            .map(|c| c.state);
         let brand = v.vin.as_ref().and_then(|vin| self.catalog.brand_of(vin));
-        consent::gate(v.hello_seen, v.vin.as_ref(), brand, &self.options.consent_brands, consent)
+        consent::gate(
+            v.hello_seen,
+            v.vin.as_ref(),
+            brand,
+            &self.options.consent_brands,
+            consent,
+        )
     }
 
     fn commit(&mut self, p: &mut Pending) -> Result<(), StoreError> {
@@ -512,7 +591,11 @@ impl Ingest {
         }
         let units = &mut self.units;
         let now = self.clock.now_ms();
-        let cx = LeadContext { catalog: &self.catalog, labour_rate_cents: self.labour_rate_cents, now_ms: now };
+        let cx = LeadContext {
+            catalog: &self.catalog,
+            labour_rate_cents: self.labour_rate_cents,
+            now_ms: now,
+        };
         let mut next = self.next_lead_id;
         let result = self.store.write(|tx| {
             for (id, b) in &p.samples {
@@ -537,7 +620,9 @@ impl Ingest {
             }
             for id in &p.dirty {
                 let unit = units.get_mut(id).expect("dirty units are cached");
-                let Some(v) = unit.vehicle.as_mut() else { continue };
+                let Some(v) = unit.vehicle.as_mut() else {
+                    continue;
+                };
                 for e in p.events.get(id).into_iter().flatten() {
                     tx.append_event(v, e)?;
                 }
@@ -561,12 +646,25 @@ impl Ingest {
     }
 
     fn ack(&mut self, header: &Header, now: u64) -> Vec<u8> {
-        Message { seq: self.bump_seq(), device_id: header.device_id, time_ms: now, body: Body::Ack { acked_seq: header.seq } }
-            .encode()
+        Message {
+            seq: self.bump_seq(),
+            device_id: header.device_id,
+            time_ms: now,
+            body: Body::Ack {
+                acked_seq: header.seq,
+            },
+        }
+        .encode()
     }
 
     fn time(&mut self, device_id: u64, now: u64) -> Vec<u8> {
-        Message { seq: self.bump_seq(), device_id, time_ms: now, body: Body::Time }.encode()
+        Message {
+            seq: self.bump_seq(),
+            device_id,
+            time_ms: now,
+            body: Body::Time,
+        }
+        .encode()
     }
 
     fn bump_seq(&mut self) -> u16 {
@@ -585,7 +683,12 @@ impl Ingest {
             self.last_reject_log.clear();
         }
         self.last_reject_log.insert(h.device_id, now);
-        tracing::warn!(device = h.device_id, seq = h.seq, kind = h.kind, "payload rejected (ACKed, not applied): {why}");
+        tracing::warn!(
+            device = h.device_id,
+            seq = h.seq,
+            kind = h.kind,
+            "payload rejected (ACKed, not applied): {why}"
+        );
     }
 
     /// Hourly housekeeping: drops battery aggregates past retention.
@@ -660,9 +763,16 @@ impl Ingest {
                 if self.gate_of(v) != Gate::Open {
                     continue;
                 }
-                let Ok(unit) = self.unit(v.device_id) else { return };
+                let Ok(unit) = self.unit(v.device_id) else {
+                    return;
+                };
                 let recent = v.last_seen_ms.saturating_add(BATTERY_WINDOW_MS + HOUR_MS) >= now;
-                if recent || unit.rules.open.contains_key(&crate::domain::lead::LOW_BATTERY) {
+                if recent
+                    || unit
+                        .rules
+                        .open
+                        .contains_key(&crate::domain::lead::LOW_BATTERY)
+                {
                     candidates.push(v.device_id);
                 }
             }
@@ -674,14 +784,25 @@ impl Ingest {
         self.last_tick_hour = hour;
     }
 
-    fn judge_battery(&mut self, devices: &[u64], from_hour: u64, now: u64) -> Result<(), StoreError> {
+    fn judge_battery(
+        &mut self,
+        devices: &[u64],
+        from_hour: u64,
+        now: u64,
+    ) -> Result<(), StoreError> {
         if devices.is_empty() {
             return Ok(());
         }
-        let cx = LeadContext { catalog: &self.catalog, labour_rate_cents: self.labour_rate_cents, now_ms: now };
+        let cx = LeadContext {
+            catalog: &self.catalog,
+            labour_rate_cents: self.labour_rate_cents,
+            now_ms: now,
+        };
         let mut next = self.next_lead_id;
-        let mut rules: Vec<(u64, RuleState)> =
-            devices.iter().map(|d| (*d, self.units[d].rules.clone())).collect();
+        let mut rules: Vec<(u64, RuleState)> = devices
+            .iter()
+            .map(|d| (*d, self.units[d].rules.clone()))
+            .collect();
         let units = &self.units;
         let result = self.store.write(|tx| {
             for (id, r) in rules.iter_mut() {
@@ -693,7 +814,9 @@ impl Ingest {
                 if effects.is_empty() {
                     continue;
                 }
-                let Some(v) = units[id].vehicle.as_ref() else { continue };
+                let Some(v) = units[id].vehicle.as_ref() else {
+                    continue;
+                };
                 for e in &effects {
                     leads::materialize(tx, &cx, v, e)?;
                 }
@@ -737,11 +860,18 @@ impl Ingest {
                 result
             }
             Action::SetConsent { vin, state, by } => {
-                let vin = Vin::parse(&vin)
-                    .ok_or_else(|| ActionError::Invalid(format!("{vin:?} is not a 17-character VIN")))?;
+                let vin = Vin::parse(&vin).ok_or_else(|| {
+                    ActionError::Invalid(format!("{vin:?} is not a 17-character VIN"))
+                })?;
                 let rec = self.store.write(|tx| {
                     let version = tx.consent(&vin)?.map_or(1, |c| c.version + 1);
-                    let rec = ConsentRecord { vin, state, updated_ms: now, by: by.clone(), version };
+                    let rec = ConsentRecord {
+                        vin,
+                        state,
+                        updated_ms: now,
+                        by: by.clone(),
+                        version,
+                    };
                     tx.put_consent(&rec, by != "sync")?;
                     Ok(rec)
                 })?;
@@ -753,12 +883,17 @@ impl Ingest {
                 Ok(Outcome::Consent { consent: rec })
             }
             Action::ImportCatalog { csv } => {
-                let update = Catalog::import_csv(csv.as_bytes(), &self.catalog).map_err(rows_error)?;
+                let update =
+                    Catalog::import_csv(csv.as_bytes(), &self.catalog).map_err(rows_error)?;
                 // The store keeps only what was imported, so the built-in
                 // rows of a later release still show through.
-                let mut imported = self.store.setting::<Catalog>(CATALOG_SETTING)?.unwrap_or_default();
+                let mut imported = self
+                    .store
+                    .setting::<Catalog>(CATALOG_SETTING)?
+                    .unwrap_or_default();
                 imported.merge(update.clone());
-                self.store.write(|tx| tx.put_setting(CATALOG_SETTING, &imported))?;
+                self.store
+                    .write(|tx| tx.put_setting(CATALOG_SETTING, &imported))?;
                 self.catalog.merge(update);
                 let rows = self.catalog.rows();
                 Ok(Outcome::Catalog { rows })
@@ -769,21 +904,35 @@ impl Ingest {
                         "a labour rate of {cents_per_hour} cents an hour is outside 1..=1000000"
                     )));
                 }
-                self.store.write(|tx| tx.put_setting(LABOUR_RATE_SETTING, &LabourRate { cents_per_hour }))?;
+                self.store.write(|tx| {
+                    tx.put_setting(LABOUR_RATE_SETTING, &LabourRate { cents_per_hour })
+                })?;
                 self.labour_rate_cents = cents_per_hour;
                 Ok(Outcome::LabourRate { cents_per_hour })
             }
         }
     }
 
-    fn lead_action(&mut self, action: LeadAction, by: &str, now: u64) -> Result<Outcome, ActionError> {
-        if let LeadAction::ReportUserLamp { device_id, lamp, note } = action {
+    fn lead_action(
+        &mut self,
+        action: LeadAction,
+        by: &str,
+        now: u64,
+    ) -> Result<Outcome, ActionError> {
+        if let LeadAction::ReportUserLamp {
+            device_id,
+            lamp,
+            note,
+        } = action
+        {
             if lamp == 0 {
                 return Err(ActionError::Invalid("lamp ids start at 1".into()));
             }
             let unit = self.unit(device_id)?;
             let Some(vehicle) = unit.vehicle.clone() else {
-                return Err(ActionError::NotFound(format!("no vehicle with unit {device_id}")));
+                return Err(ActionError::NotFound(format!(
+                    "no vehicle with unit {device_id}"
+                )));
             };
             let mut rules = unit.rules.clone();
             let mut next = self.next_lead_id;
@@ -801,7 +950,11 @@ impl Ingest {
                     open.map_or(0, |o| o.id)
                 )));
             };
-            let cx = LeadContext { catalog: &self.catalog, labour_rate_cents: self.labour_rate_cents, now_ms: now };
+            let cx = LeadContext {
+                catalog: &self.catalog,
+                labour_rate_cents: self.labour_rate_cents,
+                now_ms: now,
+            };
             let lead = self.store.write(|tx| {
                 for e in &effects {
                     leads::materialize(tx, &cx, &vehicle, e)?;
@@ -811,7 +964,8 @@ impl Ingest {
                 }
                 tx.put_rules(device_id, &rules)?;
                 tx.set_counter("ids.lead", next - 1)?;
-                tx.lead(id)?.ok_or_else(|| StoreError::Corrupt("new lead vanished".into()))
+                tx.lead(id)?
+                    .ok_or_else(|| StoreError::Corrupt("new lead vanished".into()))
             });
             return match lead {
                 Ok(lead) => {
@@ -819,7 +973,9 @@ impl Ingest {
                     if let Some(u) = self.units.get_mut(&device_id) {
                         u.rules = rules;
                     }
-                    Ok(Outcome::Lead { lead: Box::new(lead) })
+                    Ok(Outcome::Lead {
+                        lead: Box::new(lead),
+                    })
                 }
                 Err(e) => Err(e.into()),
             };
@@ -832,29 +988,42 @@ impl Ingest {
             | LeadAction::Message { lead_id, .. } => *lead_id,
             LeadAction::ReportUserLamp { .. } => unreachable!("handled above"),
         };
-        let lead = self.store.lead(id)?.ok_or_else(|| ActionError::NotFound(format!("no lead {id}")))?;
+        let lead = self
+            .store
+            .lead(id)?
+            .ok_or_else(|| ActionError::NotFound(format!("no lead {id}")))?;
         let device = lead.device_id;
         let mut rules = self.unit(device)?.rules.clone();
         let outcome = match action {
             LeadAction::Assign { user, .. } => {
                 let user = user.map(|u| u.trim().to_owned()).filter(|u| !u.is_empty());
-                let lead = self.store.write(|tx| leads::assign(tx, id, by, user, now))?;
-                Outcome::Lead { lead: Box::new(lead) }
+                let lead = self
+                    .store
+                    .write(|tx| leads::assign(tx, id, by, user, now))?;
+                Outcome::Lead {
+                    lead: Box::new(lead),
+                }
             }
             LeadAction::Note { text, .. } => {
                 if text.trim().is_empty() {
                     return Err(ActionError::Invalid("a note needs some text".into()));
                 }
                 let lead = self.store.write(|tx| leads::note(tx, id, by, text, now))?;
-                Outcome::Lead { lead: Box::new(lead) }
+                Outcome::Lead {
+                    lead: Box::new(lead),
+                }
             }
             LeadAction::Message { text, .. } => {
-                let message = self.store.write(|tx| leads::message(tx, id, by, text, now))?;
+                let message = self
+                    .store
+                    .write(|tx| leads::message(tx, id, by, text, now))?;
                 Outcome::Message { message }
             }
             LeadAction::Close { note, customer, .. } => {
                 if lead.status == LeadStatus::Closed {
-                    return Err(ActionError::Conflict(format!("lead {id} is already closed")));
+                    return Err(ActionError::Conflict(format!(
+                        "lead {id} is already closed"
+                    )));
                 }
                 if rules.open.get(&lead.key).is_some_and(|o| o.id == id) {
                     rules.closed_by_hand(&lead.key);
@@ -871,7 +1040,9 @@ impl Ingest {
                     Ok(lead)
                 })?;
                 self.units.get_mut(&device).expect("loaded above").rules = rules;
-                Outcome::Lead { lead: Box::new(lead) }
+                Outcome::Lead {
+                    lead: Box::new(lead),
+                }
             }
             LeadAction::Reopen { .. } => {
                 if lead.status == LeadStatus::Open {
@@ -888,7 +1059,9 @@ impl Ingest {
                     Ok(lead)
                 })?;
                 self.units.get_mut(&device).expect("loaded above").rules = rules;
-                Outcome::Lead { lead: Box::new(lead) }
+                Outcome::Lead {
+                    lead: Box::new(lead),
+                }
             }
             LeadAction::ReportUserLamp { .. } => unreachable!("handled above"),
         };
@@ -898,7 +1071,10 @@ impl Ingest {
 
 fn rows_error(rows: Vec<crate::domain::catalog::RowError>) -> ActionError {
     let text: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
-    ActionError::Invalid(format!("the catalog file was not imported (nothing changed):\n{}", text.join("\n")))
+    ActionError::Invalid(format!(
+        "the catalog file was not imported (nothing changed):\n{}",
+        text.join("\n")
+    ))
 }
 
 /// Runs `f` on the ingest state on a blocking thread (store commits fsync),

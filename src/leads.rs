@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::catalog::Catalog;
 use crate::domain::lead::{
-    CloseReason, DtcClass, Effect, Lead, LeadEvent, LeadEventKind, LeadKey, LeadStatus, LeadType, Note, Subject,
+    CloseReason, DtcClass, Effect, Lead, LeadEvent, LeadEventKind, LeadKey, LeadStatus, LeadType,
+    Note, Subject,
 };
 use crate::domain::vehicle::Vehicle;
 use crate::link::message::lamp_name;
@@ -56,11 +57,18 @@ pub fn template(ty: LeadType) -> &'static str {
 pub fn describe(lead: &Lead) -> String {
     match (lead.key.ty, lead.key.subject) {
         (LeadType::WarningLamp, Subject::Lamp(l)) => format!("Warning lamp lit: {}", lamp_name(l)),
-        (LeadType::UserLamp, Subject::Lamp(l)) => format!("Driver reported a lamp: {}", lamp_name(l)),
-        (LeadType::LowBattery, _) => "12 V battery low while parked (7-day mean under 11.7 V)".into(),
+        (LeadType::UserLamp, Subject::Lamp(l)) => {
+            format!("Driver reported a lamp: {}", lamp_name(l))
+        }
+        (LeadType::LowBattery, _) => {
+            "12 V battery low while parked (7-day mean under 11.7 V)".into()
+        }
         (LeadType::Disconnected, _) => "CC-Link unit lost power".into(),
         (LeadType::ErrorCode, Subject::Code { dtc, .. }) => {
-            format!("{dtc}: {}", lead.description.as_deref().unwrap_or("error code"))
+            format!(
+                "{dtc}: {}",
+                lead.description.as_deref().unwrap_or("error code")
+            )
         }
         (ty, _) => ty.title().into(),
     }
@@ -125,12 +133,20 @@ pub fn open_lead(
         close_reason: None,
         assignee: None,
         notes: Vec::new(),
-        estimated_revenue_cents: cx.catalog.estimate_cents(key.ty, &key.subject, cx.labour_rate_cents),
+        estimated_revenue_cents: cx.catalog.estimate_cents(
+            key.ty,
+            &key.subject,
+            cx.labour_rate_cents,
+        ),
         class: class.map(|c| c.0),
         status_byte: class.map(|c| c.1),
         severity,
         description,
-        history: vec![LeadEvent { at_ms, by: None, kind: LeadEventKind::Opened }],
+        history: vec![LeadEvent {
+            at_ms,
+            by: None,
+            kind: LeadEventKind::Opened,
+        }],
         version: 1,
     };
     tx.put_lead(&lead, None)?;
@@ -152,11 +168,16 @@ pub fn open_lead(
 }
 
 fn load(tx: &WriteTx<'_>, id: u64) -> Result<Lead> {
-    tx.lead(id)?.ok_or_else(|| StoreError::Corrupt(format!("lead {id} named by the rules is not stored")))
+    tx.lead(id)?
+        .ok_or_else(|| StoreError::Corrupt(format!("lead {id} named by the rules is not stored")))
 }
 
 /// Stores a changed lead (version raised) after `change`.
-fn update(tx: &mut WriteTx<'_>, id: u64, change: impl FnOnce(&mut Lead) -> Result<()>) -> Result<Lead> {
+fn update(
+    tx: &mut WriteTx<'_>,
+    id: u64,
+    change: impl FnOnce(&mut Lead) -> Result<()>,
+) -> Result<Lead> {
     let before = load(tx, id)?;
     let mut lead = before.clone();
     change(&mut lead)?;
@@ -178,7 +199,11 @@ pub fn close_lead(
         l.status = LeadStatus::Closed;
         l.closed_at_ms = Some(at_ms);
         l.close_reason = Some(reason);
-        l.history.push(LeadEvent { at_ms, by: by.map(str::to_owned), kind: LeadEventKind::Closed { reason, note } });
+        l.history.push(LeadEvent {
+            at_ms,
+            by: by.map(str::to_owned),
+            kind: LeadEventKind::Closed { reason, note },
+        });
         Ok(())
     })?;
     count_open(tx, &lead, -1)?;
@@ -187,12 +212,24 @@ pub fn close_lead(
 }
 
 /// Applies what the rules decided for one vehicle.
-pub fn materialize(tx: &mut WriteTx<'_>, cx: &LeadContext<'_>, vehicle: &Vehicle, effect: &Effect) -> Result<()> {
+pub fn materialize(
+    tx: &mut WriteTx<'_>,
+    cx: &LeadContext<'_>,
+    vehicle: &Vehicle,
+    effect: &Effect,
+) -> Result<()> {
     match effect {
-        Effect::Opened { id, key, at_ms, class } => {
+        Effect::Opened {
+            id,
+            key,
+            at_ms,
+            class,
+        } => {
             open_lead(tx, cx, vehicle, *id, *key, *at_ms, *class)?;
         }
-        Effect::Closed { id, at_ms, reason, .. } => {
+        Effect::Closed {
+            id, at_ms, reason, ..
+        } => {
             close_lead(tx, *id, *at_ms, *reason, None, None)?;
         }
         Effect::Event { id, event } => {
@@ -208,7 +245,10 @@ pub fn materialize(tx: &mut WriteTx<'_>, cx: &LeadContext<'_>, vehicle: &Vehicle
                     l.history.push(LeadEvent {
                         at_ms: cx.now_ms,
                         by: None,
-                        kind: LeadEventKind::ClassChanged { class: *class, status: *status },
+                        kind: LeadEventKind::ClassChanged {
+                            class: *class,
+                            status: *status,
+                        },
                     });
                 }
                 l.class = Some(*class);
@@ -237,16 +277,36 @@ pub fn materialize(tx: &mut WriteTx<'_>, cx: &LeadContext<'_>, vehicle: &Vehicle
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum LeadAction {
-    Assign { lead_id: u64, user: Option<String> },
+    Assign {
+        lead_id: u64,
+        user: Option<String>,
+    },
     /// `customer`: closed by the customer rather than the workshop.
-    Close { lead_id: u64, note: Option<String>, #[serde(default)] customer: bool },
-    Reopen { lead_id: u64 },
-    Note { lead_id: u64, text: String },
+    Close {
+        lead_id: u64,
+        note: Option<String>,
+        #[serde(default)]
+        customer: bool,
+    },
+    Reopen {
+        lead_id: u64,
+    },
+    Note {
+        lead_id: u64,
+        text: String,
+    },
     /// Queues a message to the customer; the type's template when no text.
-    Message { lead_id: u64, text: Option<String> },
+    Message {
+        lead_id: u64,
+        text: Option<String>,
+    },
     /// R-LEAD-USER: a lamp the driver reported (staff on the customer's
     /// behalf, or the app through sync).
-    ReportUserLamp { device_id: u64, lamp: u8, note: Option<String> },
+    ReportUserLamp {
+        device_id: u64,
+        lamp: u8,
+        note: Option<String>,
+    },
 }
 
 /// Why an action was refused.
@@ -265,16 +325,34 @@ pub enum ActionError {
 /// Adds a note to a lead.
 pub fn note(tx: &mut WriteTx<'_>, id: u64, by: &str, text: String, now: u64) -> Result<Lead> {
     update(tx, id, |l| {
-        l.notes.push(Note { at_ms: now, by: by.to_owned(), text: text.clone() });
-        l.history.push(LeadEvent { at_ms: now, by: Some(by.to_owned()), kind: LeadEventKind::Note(text) });
+        l.notes.push(Note {
+            at_ms: now,
+            by: by.to_owned(),
+            text: text.clone(),
+        });
+        l.history.push(LeadEvent {
+            at_ms: now,
+            by: Some(by.to_owned()),
+            kind: LeadEventKind::Note(text),
+        });
         Ok(())
     })
 }
 
-pub fn assign(tx: &mut WriteTx<'_>, id: u64, by: &str, user: Option<String>, now: u64) -> Result<Lead> {
+pub fn assign(
+    tx: &mut WriteTx<'_>,
+    id: u64,
+    by: &str,
+    user: Option<String>,
+    now: u64,
+) -> Result<Lead> {
     update(tx, id, |l| {
         l.assignee = user.clone();
-        l.history.push(LeadEvent { at_ms: now, by: Some(by.to_owned()), kind: LeadEventKind::Assigned { to: user } });
+        l.history.push(LeadEvent {
+            at_ms: now,
+            by: Some(by.to_owned()),
+            kind: LeadEventKind::Assigned { to: user },
+        });
         Ok(())
     })
 }
@@ -286,7 +364,11 @@ pub fn reopen(tx: &mut WriteTx<'_>, id: u64, by: &str, now: u64) -> Result<Lead>
         l.status = LeadStatus::Open;
         l.closed_at_ms = None;
         l.close_reason = None;
-        l.history.push(LeadEvent { at_ms: now, by: Some(by.to_owned()), kind: LeadEventKind::Reopened });
+        l.history.push(LeadEvent {
+            at_ms: now,
+            by: Some(by.to_owned()),
+            kind: LeadEventKind::Reopened,
+        });
         Ok(())
     })?;
     count_open(tx, &lead, 1)?;
@@ -294,9 +376,17 @@ pub fn reopen(tx: &mut WriteTx<'_>, id: u64, by: &str, now: u64) -> Result<Lead>
 }
 
 /// Queues a message to the customer about a lead.
-pub fn message(tx: &mut WriteTx<'_>, id: u64, by: &str, text: Option<String>, now: u64) -> Result<CustomerMessage> {
+pub fn message(
+    tx: &mut WriteTx<'_>,
+    id: u64,
+    by: &str,
+    text: Option<String>,
+    now: u64,
+) -> Result<CustomerMessage> {
     let lead = load(tx, id)?;
-    let text = text.filter(|t| !t.trim().is_empty()).unwrap_or_else(|| template(lead.key.ty).to_owned());
+    let text = text
+        .filter(|t| !t.trim().is_empty())
+        .unwrap_or_else(|| template(lead.key.ty).to_owned());
     let mid = tx.next_id("message")?;
     let m = CustomerMessage {
         id: mid,
@@ -311,7 +401,11 @@ pub fn message(tx: &mut WriteTx<'_>, id: u64, by: &str, text: Option<String>, no
     };
     tx.put_message(&m)?;
     update(tx, id, |l| {
-        l.history.push(LeadEvent { at_ms: now, by: Some(by.to_owned()), kind: LeadEventKind::Messaged { message_id: mid } });
+        l.history.push(LeadEvent {
+            at_ms: now,
+            by: Some(by.to_owned()),
+            kind: LeadEventKind::Messaged { message_id: mid },
+        });
         Ok(())
     })?;
     Ok(m)
@@ -332,7 +426,8 @@ pub fn lead_counts(store: &crate::store::Store, now_ms: u64) -> Result<LeadCount
     let mut c = LeadCounts::default();
     let today = day(now_ms);
     for ty in LeadType::ALL {
-        c.open.insert(ty.as_str(), store.counter(&counter::open(ty))?);
+        c.open
+            .insert(ty.as_str(), store.counter(&counter::open(ty))?);
         let mut opened = 0;
         let mut closed = 0;
         for d in today.saturating_sub(29)..=today {

@@ -716,7 +716,9 @@ async fn the_whole_appliance_over_can_counts_each_unique_message_once() {
     settings.http_listen = "127.0.0.1:0".parse().expect("addr");
     settings.can = vec![CanSettings::new(&iface)];
     let clock: forecourt::clock::SharedClock = Arc::new(forecourt::clock::SystemClock);
-    let running = forecourt::app::start(settings, clock).await.expect("appliance starts");
+    let running = forecourt::app::start(settings, clock)
+        .await
+        .expect("appliance starts");
     let deadline = Instant::now() + PROMPTLY;
     while !running.state.links[0].status.report().up {
         assert!(Instant::now() < deadline, "CAN link never came up");
@@ -726,11 +728,18 @@ async fn the_whole_appliance_over_can_counts_each_unique_message_once() {
     let (tx, mut rx) = dongles(&iface, sd).await;
 
     // Two units interleaved, as a lot would be.
-    tx.send((5, sealed(&hello(500, 1).encode()))).await.expect("send");
-    tx.send((6, sealed(&hello(600, 1).encode()))).await.expect("send");
+    tx.send((5, sealed(&hello(500, 1).encode())))
+        .await
+        .expect("send");
+    tx.send((6, sealed(&hello(600, 1).encode())))
+        .await
+        .expect("send");
     let seen = replies_until(&mut rx, 5, |s| s.iter().any(|m| m.body == Body::Time)).await;
     assert_eq!(acks(&seen, 500, 1), 1, "{seen:?}");
-    assert!(matches!(seen.last().map(|m| &m.body), Some(Body::Time)), "TIME after the ACK: {seen:?}");
+    assert!(
+        matches!(seen.last().map(|m| &m.body), Some(Body::Time)),
+        "TIME after the ACK: {seen:?}"
+    );
     replies_until(&mut rx, 6, |s| s.iter().any(|m| m.body == Body::Time)).await;
 
     // A message, then its retransmission: ACKed twice, applied once.
@@ -748,7 +757,11 @@ async fn the_whole_appliance_over_can_counts_each_unique_message_once() {
     v2[0] = 2;
     tx.send((5, sealed(&v2))).await.expect("send");
     let seen = replies_until(&mut rx, 5, |s| acks(s, 500, 4) == 1).await;
-    assert_eq!(acks(&seen, 500, 3), 0, "nothing answers a bad CRC: {seen:?}");
+    assert_eq!(
+        acks(&seen, 500, 3),
+        0,
+        "nothing answers a bad CRC: {seen:?}"
+    );
 
     let deadline = Instant::now() + PROMPTLY;
     let totals = loop {
@@ -759,7 +772,12 @@ async fn the_whole_appliance_over_can_counts_each_unique_message_once() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     assert_eq!(
-        (totals.vehicles, totals.messages, totals.duplicates, totals.rejected),
+        (
+            totals.vehicles,
+            totals.messages,
+            totals.duplicates,
+            totals.rejected
+        ),
         (2, 3, 1, 2),
         "{totals:?}"
     );

@@ -25,7 +25,11 @@ impl Mount {
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
-        assert!(ok, "mounting a tmpfs at {} failed (this test needs root)", at.display());
+        assert!(
+            ok,
+            "mounting a tmpfs at {} failed (this test needs root)",
+            at.display()
+        );
         Mount(at.to_owned())
     }
 }
@@ -104,16 +108,28 @@ fn a_full_disk_stops_acks_says_why_and_loses_nothing() {
     let h = app.healthz();
     assert_eq!(h["status"], "degraded", "{h}");
     let problems = h["problems"].to_string();
-    assert!(problems.contains("store") && problems.contains("full"), "says what is wrong: {h}");
-    assert_eq!(h["messages"].as_u64(), Some(acked as u64 + 1), "only ACKed messages counted: {h}");
+    assert!(
+        problems.contains("store") && problems.contains("full"),
+        "says what is wrong: {h}"
+    );
+    assert_eq!(
+        h["messages"].as_u64(),
+        Some(acked as u64 + 1),
+        "only ACKed messages counted: {h}"
+    );
     // Space comes back; the dongle retransmits; the appliance carries on.
     std::fs::remove_file(&filler).unwrap();
     line.write(&msg(refused));
-    line.wait_ack(77, refused, Duration::from_secs(15)).expect("ACKed once space is back");
+    line.wait_ack(77, refused, Duration::from_secs(15))
+        .expect("ACKed once space is back");
     let h = app.wait_until(|h| h["status"] == "ok", "healthy again");
     assert_eq!(h["messages"].as_u64(), Some(refused as u64 + 1));
     app.stop();
     let app = Appliance::start(&config);
-    assert_eq!(app.healthz()["messages"].as_u64(), Some(refused as u64 + 1), "every ACKed write kept");
+    assert_eq!(
+        app.healthz()["messages"].as_u64(),
+        Some(refused as u64 + 1),
+        "every ACKed write kept"
+    );
     app.stop();
 }

@@ -41,7 +41,10 @@ fn an_unplugged_port_goes_down_is_reopened_and_the_other_keeps_working() {
     drop(a);
     let h = app.wait_until(|h| h["links"][0]["up"] == false, "first link down");
     assert_eq!(h["status"], "degraded");
-    assert!(h["problems"].to_string().contains("ttyUSB-by-id"), "names the link: {h}");
+    assert!(
+        h["problems"].to_string().contains("ttyUSB-by-id"),
+        "names the link: {h}"
+    );
     // The other link is unaffected.
     b.line_write_msg(1, 82, t0);
     b.wait_ack(82, 1, T).unwrap();
@@ -49,7 +52,10 @@ fn an_unplugged_port_goes_down_is_reopened_and_the_other_keeps_working() {
     let mut a2 = Line::open();
     std::fs::remove_file(&adapter).unwrap();
     std::os::unix::fs::symlink(&a2.slave_path, &adapter).unwrap();
-    let h = app.wait_until(|h| h["links"][0]["up"] == true && h["status"] == "ok", "first link reopened");
+    let h = app.wait_until(
+        |h| h["links"][0]["up"] == true && h["status"] == "ok",
+        "first link reopened",
+    );
     assert!(h["links"][0]["reopens"].as_u64().unwrap() >= 1, "{h}");
     a2.line_write_msg(2, 81, t0 + 1);
     a2.wait_ack(81, 2, T).unwrap();

@@ -21,7 +21,11 @@ fn rig() -> Rig {
     let line = Line::open();
     let config = write_config(dir.path(), &line.slave_path);
     let app = Appliance::start(&config);
-    Rig { _dir: dir, line, app }
+    Rig {
+        _dir: dir,
+        line,
+        app,
+    }
 }
 
 fn send(line: &mut Line, kind_body: (u8, Vec<u8>), seq: u16, device: u64, time_ms: u64) -> Vec<u8> {
@@ -44,17 +48,30 @@ fn every_message_is_acked_and_hello_gets_time() {
     let time = r.line.recv(T).expect("TIME after HELLO");
     assert_eq!((time.kind, time.device), (0x81, 11));
     assert!(time.body.is_empty());
-    assert!(time.time_ms.abs_diff(now_ms()) < 5_000, "TIME carries the appliance clock");
+    assert!(
+        time.time_ms.abs_diff(now_ms()) < 5_000,
+        "TIME carries the appliance clock"
+    );
     // A retransmitted HELLO is re-ACKed and answered with a TIME again.
     send(&mut r.line, hello("WF0XXXGCDX1234567", false), 1, 11, t0);
     r.line.wait_ack(11, 1, T).unwrap();
-    assert_eq!(r.line.recv(T).map(|d| d.kind), Some(0x81), "TIME after a duplicate HELLO too");
+    assert_eq!(
+        r.line.recv(T).map(|d| d.kind),
+        Some(0x81),
+        "TIME after a duplicate HELLO too"
+    );
     let msgs = [
         heartbeat(true, 900, 123_456, 14_100, 1),
         lamp(1, true),
-        dtc_report(0x07E0, &[([0x03, 0x01, 0x00], 0x09), ([0xC1, 0x23, 0x1C], 0x04)]),
+        dtc_report(
+            0x07E0,
+            &[([0x03, 0x01, 0x00], 0x09), ([0xC1, 0x23, 0x1C], 0x04)],
+        ),
         ignition_on(123_460),
-        (0x03, [123_470u32.to_le_bytes(), 600u32.to_le_bytes()].concat()),
+        (
+            0x03,
+            [123_470u32.to_le_bytes(), 600u32.to_le_bytes()].concat(),
+        ),
         (0x07, vec![1]),
         (0x08, 42u32.to_le_bytes().to_vec()),
     ];
@@ -99,7 +116,11 @@ fn garbage_bad_crc_truncated_and_oversized_frames_are_dropped_and_counted() {
     // And the line still works.
     send(&mut r.line, ignition_on(7), 1, 21, t0);
     let seen = r.line.wait_ack(21, 1, T).unwrap();
-    assert_eq!(seen.len(), 1, "nothing answered the dropped frames: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        1,
+        "nothing answered the dropped frames: {seen:?}"
+    );
     // The first "garbage" run ends at the next 0x00: the bad-CRC frame's
     // delimiter. So it is one frame with the corrupted one: 4 drops.
     let h = r.app.wait_until(|h| h["messages"] == 1, "1 message");
@@ -107,7 +128,11 @@ fn garbage_bad_crc_truncated_and_oversized_frames_are_dropped_and_counted() {
     let rejected = &h["links"][0]["rejected"];
     assert_eq!(rejected["too_short"], 1, "{h}");
     assert_eq!(rejected["too_long"], 1, "{h}");
-    assert_eq!(rejected["cobs"].as_u64().unwrap() + rejected["crc"].as_u64().unwrap_or(0), 2, "{h}");
+    assert_eq!(
+        rejected["cobs"].as_u64().unwrap() + rejected["crc"].as_u64().unwrap_or(0),
+        2,
+        "{h}"
+    );
     r.app.stop();
 }
 
@@ -165,12 +190,19 @@ fn duplicates_are_reacked_not_applied_even_across_restarts() {
     line.write(&two);
     line.wait_ack(41, 10, T).unwrap();
     line.wait_ack(41, 10, T).unwrap();
-    app.wait_until(|h| h["duplicates"] == 3 && h["messages"] == 3, "in-flight copy is a duplicate");
+    app.wait_until(
+        |h| h["duplicates"] == 3 && h["messages"] == 3,
+        "in-flight copy is a duplicate",
+    );
     app.stop();
     // Across a restart: the dedupe state is durable.
     let app = Appliance::start(&config);
     let h = app.healthz();
-    assert_eq!((h["messages"].as_u64(), h["duplicates"].as_u64()), (Some(3), Some(3)), "durable totals: {h}");
+    assert_eq!(
+        (h["messages"].as_u64(), h["duplicates"].as_u64()),
+        (Some(3), Some(3)),
+        "durable totals: {h}"
+    );
     line.write(&wire(&p));
     line.wait_ack(41, 10, T).unwrap();
     let h = app.wait_until(|h| h["duplicates"] == 4, "duplicate after restart");
@@ -187,7 +219,15 @@ fn frames_split_and_merged_at_every_boundary_all_arrive() {
     let mut r = rig();
     let t0 = now_ms() - 10_000;
     let frames: Vec<Vec<u8>> = (0..6u16)
-        .map(|i| wire(&payload(0x04, i + 1, 51, t0 + i as u64, &heartbeat(false, 0, 10, 12_600, 0).1)))
+        .map(|i| {
+            wire(&payload(
+                0x04,
+                i + 1,
+                51,
+                t0 + i as u64,
+                &heartbeat(false, 0, 10, 12_600, 0).1,
+            ))
+        })
         .collect();
     let stream: Vec<u8> = frames.concat();
     // Byte by byte.
@@ -204,13 +244,21 @@ fn frames_split_and_merged_at_every_boundary_all_arrive() {
         r.line.write(&stream[cut..]);
     }
     let copies = (stream.len() - 1) as u64 * 6;
-    let h = r.app.wait_until(|h| h["duplicates"].as_u64() == Some(copies), "all copies re-ACKed");
+    let h = r.app.wait_until(
+        |h| h["duplicates"].as_u64() == Some(copies),
+        "all copies re-ACKed",
+    );
     assert_eq!(h["messages"], 6);
     assert_eq!(h["rejected"], 0);
     // Merged: many units' frames in one write.
-    let merged: Vec<u8> = (0..50u64).flat_map(|d| wire(&payload(0x02, 1, 1000 + d, t0, &5u32.to_le_bytes()))).collect();
+    let merged: Vec<u8> = (0..50u64)
+        .flat_map(|d| wire(&payload(0x02, 1, 1000 + d, t0, &5u32.to_le_bytes())))
+        .collect();
     r.line.write(&merged);
-    r.app.wait_until(|h| h["messages"] == 56 && h["vehicles"] == 51, "50 merged frames");
+    r.app.wait_until(
+        |h| h["messages"] == 56 && h["vehicles"] == 51,
+        "50 merged frames",
+    );
     r.app.stop();
 }
 
@@ -221,7 +269,13 @@ fn future_times_are_accepted_and_past_history_too() {
     }
     let mut r = rig();
     // 20 days late: buffered history is normal.
-    send(&mut r.line, ignition_on(2), 1, 61, now_ms() - 20 * 86_400_000);
+    send(
+        &mut r.line,
+        ignition_on(2),
+        1,
+        61,
+        now_ms() - 20 * 86_400_000,
+    );
     r.line.wait_ack(61, 1, T).unwrap();
     // 10 minutes ahead: not trusted, but applied with the receive time, and
     // the unit is flagged until its clock is right again.
@@ -230,6 +284,9 @@ fn future_times_are_accepted_and_past_history_too() {
     let h = r.app.wait_until(|h| h["messages"] == 2, "both applied");
     assert_eq!(h["rejected"], 0);
     let page = http_get(&r.app.http, "/");
-    assert!(page.contains("clock ahead"), "the skewed unit is flagged on the status page");
+    assert!(
+        page.contains("clock ahead"),
+        "the skewed unit is flagged on the status page"
+    );
     r.app.stop();
 }

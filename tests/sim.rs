@@ -682,7 +682,9 @@ async fn flood_completes_with_every_message_acked() {
 #[tokio::test]
 async fn opens_a_serial_port_by_path() {
     if std::env::var_os("FORECOURT_QEMU_USER").is_some() {
-        eprintln!("skipped under qemu-user: opening a serial port by path needs termios2 (docs/ci.md)");
+        eprintln!(
+            "skipped under qemu-user: opening a serial port by path needs termios2 (docs/ci.md)"
+        );
         return;
     }
     // `forecourt simulate --serial PATH` with a pty slave path, as a user

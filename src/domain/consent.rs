@@ -46,7 +46,13 @@ pub enum Gate {
 
 /// R-VEH-4: decides whether a unit is gated. `brand` is the catalog's
 /// brand for the VIN's manufacturer identifier.
-pub fn gate(hello_seen: bool, vin: Option<&Vin>, brand: Option<&str>, consent_brands: &[String], consent: Option<ConsentState>) -> Gate {
+pub fn gate(
+    hello_seen: bool,
+    vin: Option<&Vin>,
+    brand: Option<&str>,
+    consent_brands: &[String],
+    consent: Option<ConsentState>,
+) -> Gate {
     if !hello_seen {
         return Gate::NoHello;
     }
@@ -80,15 +86,45 @@ mod tests {
     fn r_veh_4_gating() {
         let vw = vec!["Volkswagen".to_string()];
         let vin = Vin::parse("WVWZZZ1JZXW000001").unwrap();
-        assert_eq!(gate(false, None, None, &vw, None), Gate::NoHello, "not yet heard in a HELLO");
-        assert_eq!(gate(true, None, None, &vw, None), Gate::Open, "HELLO says VIN unknown: not gated");
-        assert_eq!(gate(true, Some(&vin), Some("Volkswagen"), &vw, None), Gate::AwaitingConsent(ConsentState::Pending));
         assert_eq!(
-            gate(true, Some(&vin), Some("volkswagen"), &vw, Some(ConsentState::Denied)),
+            gate(false, None, None, &vw, None),
+            Gate::NoHello,
+            "not yet heard in a HELLO"
+        );
+        assert_eq!(
+            gate(true, None, None, &vw, None),
+            Gate::Open,
+            "HELLO says VIN unknown: not gated"
+        );
+        assert_eq!(
+            gate(true, Some(&vin), Some("Volkswagen"), &vw, None),
+            Gate::AwaitingConsent(ConsentState::Pending)
+        );
+        assert_eq!(
+            gate(
+                true,
+                Some(&vin),
+                Some("volkswagen"),
+                &vw,
+                Some(ConsentState::Denied)
+            ),
             Gate::AwaitingConsent(ConsentState::Denied)
         );
-        assert_eq!(gate(true, Some(&vin), Some("Volkswagen"), &vw, Some(ConsentState::Granted)), Gate::Open);
+        assert_eq!(
+            gate(
+                true,
+                Some(&vin),
+                Some("Volkswagen"),
+                &vw,
+                Some(ConsentState::Granted)
+            ),
+            Gate::Open
+        );
         assert_eq!(gate(true, Some(&vin), Some("Ford"), &vw, None), Gate::Open);
-        assert_eq!(gate(true, Some(&vin), None, &vw, None), Gate::Open, "brand unknown to the catalog");
+        assert_eq!(
+            gate(true, Some(&vin), None, &vw, None),
+            Gate::Open,
+            "brand unknown to the catalog"
+        );
     }
 }

@@ -19,8 +19,13 @@ pub enum LeadType {
 }
 
 impl LeadType {
-    pub const ALL: [LeadType; 5] =
-        [LeadType::WarningLamp, LeadType::UserLamp, LeadType::LowBattery, LeadType::Disconnected, LeadType::ErrorCode];
+    pub const ALL: [LeadType; 5] = [
+        LeadType::WarningLamp,
+        LeadType::UserLamp,
+        LeadType::LowBattery,
+        LeadType::Disconnected,
+        LeadType::ErrorCode,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -167,12 +172,22 @@ pub enum LeadEventKind {
     /// The lamp was seen lit again: auto-close progress reset.
     Relit,
     /// The error code's class changed with a newer report.
-    ClassChanged { class: DtcClass, status: u8 },
-    Assigned { to: Option<String> },
-    Closed { reason: CloseReason, note: Option<String> },
+    ClassChanged {
+        class: DtcClass,
+        status: u8,
+    },
+    Assigned {
+        to: Option<String>,
+    },
+    Closed {
+        reason: CloseReason,
+        note: Option<String>,
+    },
     Reopened,
     Note(String),
-    Messaged { message_id: u64 },
+    Messaged {
+        message_id: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -306,11 +321,28 @@ pub struct RuleState {
 /// What a rule decided.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
-    Opened { id: u64, key: LeadKey, at_ms: u64, class: Option<(DtcClass, u8)> },
-    Closed { id: u64, key: LeadKey, at_ms: u64, reason: CloseReason },
-    Event { id: u64, event: LeadEvent },
+    Opened {
+        id: u64,
+        key: LeadKey,
+        at_ms: u64,
+        class: Option<(DtcClass, u8)>,
+    },
+    Closed {
+        id: u64,
+        key: LeadKey,
+        at_ms: u64,
+        reason: CloseReason,
+    },
+    Event {
+        id: u64,
+        event: LeadEvent,
+    },
     /// An error-code lead's class or status byte follows the latest report.
-    Reclassed { id: u64, class: DtcClass, status: u8 },
+    Reclassed {
+        id: u64,
+        class: DtcClass,
+        status: u8,
+    },
 }
 
 /// Allocates lead ids.
@@ -325,27 +357,59 @@ impl<F: FnMut() -> u64> Ids for F {
 }
 
 fn lamp_key(lamp: u8) -> LeadKey {
-    LeadKey { ty: LeadType::WarningLamp, subject: Subject::Lamp(lamp) }
+    LeadKey {
+        ty: LeadType::WarningLamp,
+        subject: Subject::Lamp(lamp),
+    }
 }
 
 /// The key of a vehicle's disconnected-unit lead.
-pub const DISCONNECTED: LeadKey = LeadKey { ty: LeadType::Disconnected, subject: Subject::None };
+pub const DISCONNECTED: LeadKey = LeadKey {
+    ty: LeadType::Disconnected,
+    subject: Subject::None,
+};
 /// The key of a vehicle's low-battery lead.
-pub const LOW_BATTERY: LeadKey = LeadKey { ty: LeadType::LowBattery, subject: Subject::None };
+pub const LOW_BATTERY: LeadKey = LeadKey {
+    ty: LeadType::LowBattery,
+    subject: Subject::None,
+};
 
 impl RuleState {
-    fn open(&mut self, key: LeadKey, at_ms: u64, class: Option<(DtcClass, u8)>, ids: &mut dyn Ids, out: &mut Vec<Effect>) {
+    fn open(
+        &mut self,
+        key: LeadKey,
+        at_ms: u64,
+        class: Option<(DtcClass, u8)>,
+        ids: &mut dyn Ids,
+        out: &mut Vec<Effect>,
+    ) {
         if self.open.contains_key(&key) || self.suppressed.contains(&key) {
             return;
         }
         let id = ids.next_lead_id();
-        self.open.insert(key, OpenLead { id, ..OpenLead::default() });
-        out.push(Effect::Opened { id, key, at_ms, class });
+        self.open.insert(
+            key,
+            OpenLead {
+                id,
+                ..OpenLead::default()
+            },
+        );
+        out.push(Effect::Opened {
+            id,
+            key,
+            at_ms,
+            class,
+        });
     }
 
     fn close(&mut self, key: LeadKey, at_ms: u64, reason: CloseReason, out: &mut Vec<Effect>) {
         if let Some(ol) = self.open.remove(&key) {
-            out.push(Effect::Closed { id: ol.id, key, at_ms, reason });
+            out.push(Effect::Closed {
+                id: ol.id,
+                key,
+                at_ms,
+                reason,
+            });
         }
     }
 
@@ -360,7 +424,14 @@ impl RuleState {
         match self.open.get_mut(&key) {
             Some(ol) => {
                 if !was_lit || ol.clean_cycles > 0 {
-                    out.push(Effect::Event { id: ol.id, event: LeadEvent { at_ms, by: None, kind: LeadEventKind::Relit } });
+                    out.push(Effect::Event {
+                        id: ol.id,
+                        event: LeadEvent {
+                            at_ms,
+                            by: None,
+                            kind: LeadEventKind::Relit,
+                        },
+                    });
                 }
                 ol.clean_cycles = 0;
                 ol.cycle_clean = false;
@@ -386,9 +457,10 @@ impl RuleState {
             .open
             .keys()
             .filter(|k| match k {
-                LeadKey { ty: LeadType::WarningLamp, subject: Subject::Lamp(l) } => {
-                    !run.lit_in_run.contains(l) && !self.lit.contains(l)
-                }
+                LeadKey {
+                    ty: LeadType::WarningLamp,
+                    subject: Subject::Lamp(l),
+                } => !run.lit_in_run.contains(l) && !self.lit.contains(l),
                 _ => false,
             })
             .copied()
@@ -400,7 +472,10 @@ impl RuleState {
 
     fn start_cycle(&mut self) {
         self.in_cycle = true;
-        self.run = Some(Run { last_run_s: 0, lit_in_run: self.lit.clone() });
+        self.run = Some(Run {
+            last_run_s: 0,
+            lit_in_run: self.lit.clone(),
+        });
         let lit = self.lit.clone();
         for (key, ol) in self.open.iter_mut() {
             if let Subject::Lamp(l) = key.subject {
@@ -427,8 +502,18 @@ impl RuleState {
             if ol.clean_cycles >= CLEAN_CYCLES {
                 done.push(*key);
             } else {
-                let text = format!("{} of {CLEAN_CYCLES} clean ignition cycles", ol.clean_cycles);
-                out.push(Effect::Event { id: ol.id, event: LeadEvent { at_ms, by: None, kind: LeadEventKind::Progress(text) } });
+                let text = format!(
+                    "{} of {CLEAN_CYCLES} clean ignition cycles",
+                    ol.clean_cycles
+                );
+                out.push(Effect::Event {
+                    id: ol.id,
+                    event: LeadEvent {
+                        at_ms,
+                        by: None,
+                        kind: LeadEventKind::Progress(text),
+                    },
+                });
             }
         }
         for key in done {
@@ -479,7 +564,10 @@ impl RuleState {
                         if new_run {
                             // A run we did not see start: its cycle cannot count.
                             self.in_cycle = false;
-                            self.run = Some(Run { last_run_s: hb.run_s, lit_in_run: self.lit.clone() });
+                            self.run = Some(Run {
+                                last_run_s: hb.run_s,
+                                lit_in_run: self.lit.clone(),
+                            });
                         }
                     }
                     Engine::Parked => {
@@ -490,7 +578,12 @@ impl RuleState {
                     }
                 }
                 let lit_now: BTreeSet<u8> = hb.lit_lamps().collect();
-                let off: Vec<u8> = self.lit.iter().copied().filter(|l| *l <= 32 && !lit_now.contains(l)).collect();
+                let off: Vec<u8> = self
+                    .lit
+                    .iter()
+                    .copied()
+                    .filter(|l| *l <= 32 && !lit_now.contains(l))
+                    .collect();
                 for l in off {
                     self.lamp_seen_off(l);
                 }
@@ -518,7 +611,10 @@ impl RuleState {
                     .filter_map(|e| classify(e.status).map(|c| (e.dtc, (c, e.status))))
                     .collect();
                 let ecu = rep.ecu;
-                let code_key = |dtc: Dtc| LeadKey { ty: LeadType::ErrorCode, subject: Subject::Code { ecu, dtc } };
+                let code_key = |dtc: Dtc| LeadKey {
+                    ty: LeadType::ErrorCode,
+                    subject: Subject::Code { ecu, dtc },
+                };
                 // Leads of this ECU whose code is gone (or has no class) close.
                 let gone: Vec<LeadKey> = self
                     .open
@@ -537,7 +633,11 @@ impl RuleState {
                         Some(ol) => {
                             let before = self.codes.get(&ecu).and_then(|c| c.get(dtc)).copied();
                             if before != Some(*status) {
-                                out.push(Effect::Reclassed { id: ol.id, class: *class, status: *status });
+                                out.push(Effect::Reclassed {
+                                    id: ol.id,
+                                    class: *class,
+                                    status: *status,
+                                });
                             }
                         }
                         None => self.open(key, at_ms, Some((*class, *status)), ids, &mut out),
@@ -553,7 +653,12 @@ impl RuleState {
             Body::PowerLost { reason } => {
                 self.power_lost = true;
                 self.disconnection_count += 1;
-                self.disconnections.push(Disconnection { lost_at_ms: at_ms, reason: *reason, restored_at_ms: None, down_s: None });
+                self.disconnections.push(Disconnection {
+                    lost_at_ms: at_ms,
+                    reason: *reason,
+                    restored_at_ms: None,
+                    down_s: None,
+                });
                 if self.disconnections.len() > DISCONNECTIONS_KEPT {
                     self.disconnections.remove(0);
                 }
@@ -568,7 +673,13 @@ impl RuleState {
     /// R-LEAD-BATT, evaluated after every battery sample or drive and on
     /// the periodic tick: `window` holds the parked samples of the 7 days
     /// before `now_ms`; `at_ms` is when the deciding event happened.
-    pub fn on_battery(&mut self, window: BatteryWindow, now_ms: u64, at_ms: u64, ids: &mut dyn Ids) -> Vec<Effect> {
+    pub fn on_battery(
+        &mut self,
+        window: BatteryWindow,
+        now_ms: u64,
+        at_ms: u64,
+        ids: &mut dyn Ids,
+    ) -> Vec<Effect> {
         let mut out = Vec::new();
         if window.is_recovered() {
             self.battery_low = Some(false);
@@ -576,7 +687,9 @@ impl RuleState {
             self.close(LOW_BATTERY, at_ms, CloseReason::BatteryRecovered, &mut out);
         } else if window.is_low() {
             self.battery_low = Some(true);
-            let driven = self.last_driven_ms.is_some_and(|t| t + BATTERY_WINDOW_MS >= now_ms);
+            let driven = self
+                .last_driven_ms
+                .is_some_and(|t| t + BATTERY_WINDOW_MS >= now_ms);
             if driven {
                 self.open(LOW_BATTERY, at_ms, None, ids, &mut out);
             }
@@ -589,7 +702,9 @@ impl RuleState {
     pub fn condition_persists(&self, key: &LeadKey) -> bool {
         match (key.ty, key.subject) {
             (LeadType::WarningLamp, Subject::Lamp(l)) => self.lit.contains(&l),
-            (LeadType::ErrorCode, Subject::Code { ecu, dtc }) => self.codes.get(&ecu).is_some_and(|c| c.contains_key(&dtc)),
+            (LeadType::ErrorCode, Subject::Code { ecu, dtc }) => {
+                self.codes.get(&ecu).is_some_and(|c| c.contains_key(&dtc))
+            }
             (LeadType::LowBattery, _) => self.battery_low == Some(true),
             (LeadType::Disconnected, _) => self.power_lost,
             _ => false,
@@ -612,14 +727,30 @@ impl RuleState {
             return Err(other.id);
         }
         self.suppressed.remove(&key);
-        self.open.insert(key, OpenLead { id, clean_cycles: 0, cycle_clean: false });
+        self.open.insert(
+            key,
+            OpenLead {
+                id,
+                clean_cycles: 0,
+                cycle_clean: false,
+            },
+        );
         Ok(())
     }
 
     /// A user-reported lamp (R-LEAD-USER): opened by the driver or staff.
     pub fn user_lamp(&mut self, lamp: u8, at_ms: u64, ids: &mut dyn Ids) -> Vec<Effect> {
         let mut out = Vec::new();
-        self.open(LeadKey { ty: LeadType::UserLamp, subject: Subject::Lamp(lamp) }, at_ms, None, ids, &mut out);
+        self.open(
+            LeadKey {
+                ty: LeadType::UserLamp,
+                subject: Subject::Lamp(lamp),
+            },
+            at_ms,
+            None,
+            ids,
+            &mut out,
+        );
         out
     }
 }

@@ -18,7 +18,10 @@ pub const HOUR_MS: u64 = 3_600_000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Power {
     Powered,
-    Lost { since_ms: u64, reason: PowerLossReason },
+    Lost {
+        since_ms: u64,
+        reason: PowerLossReason,
+    },
 }
 
 /// A stored DTC: the code and its raw ISO 14229-1 status byte.
@@ -101,9 +104,17 @@ impl Timing {
     /// appliance clock is replaced by the receive time; past times are normal.
     pub fn judge(time_ms: u64, received_ms: u64) -> Timing {
         if time_ms > received_ms.saturating_add(MAX_FUTURE_SKEW_MS) {
-            Timing { effective_ms: received_ms, received_ms, ahead_ms: Some(time_ms - received_ms) }
+            Timing {
+                effective_ms: received_ms,
+                received_ms,
+                ahead_ms: Some(time_ms - received_ms),
+            }
         } else {
-            Timing { effective_ms: time_ms, received_ms, ahead_ms: None }
+            Timing {
+                effective_ms: time_ms,
+                received_ms,
+                ahead_ms: None,
+            }
         }
     }
 }
@@ -112,15 +123,36 @@ impl Timing {
 /// go to the hourly aggregates).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventKind {
-    Hello { vin: Option<Vin>, firmware: Firmware, after_power_loss: bool },
-    IgnitionOn { odometer_km: u32 },
-    IgnitionOff { odometer_km: u32, run_s: u32 },
-    Lamp { lamp: u8, lit: bool },
-    DtcReport { ecu: u16, codes: Vec<StoredDtc> },
-    PowerLost { reason: PowerLossReason },
-    PowerRestored { down_s: u32 },
+    Hello {
+        vin: Option<Vin>,
+        firmware: Firmware,
+        after_power_loss: bool,
+    },
+    IgnitionOn {
+        odometer_km: u32,
+    },
+    IgnitionOff {
+        odometer_km: u32,
+        run_s: u32,
+    },
+    Lamp {
+        lamp: u8,
+        lit: bool,
+    },
+    DtcReport {
+        ecu: u16,
+        codes: Vec<StoredDtc>,
+    },
+    PowerLost {
+        reason: PowerLossReason,
+    },
+    PowerRestored {
+        down_s: u32,
+    },
     /// The unit's clock was found more than 5 minutes ahead.
-    ClockAhead { ahead_ms: u64 },
+    ClockAhead {
+        ahead_ms: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,11 +197,16 @@ pub fn apply_identity(v: &mut Vehicle, msg: &Message, t: Timing) {
 /// Applies one accepted (not duplicate) uplink message to its unit.
 pub fn apply(v: &mut Vehicle, msg: &Message, t: Timing) -> Applied {
     let mut out = Applied::default();
-    let event = |kind| VehicleEvent { at_ms: t.effective_ms, received_ms: t.received_ms, kind };
+    let event = |kind| VehicleEvent {
+        at_ms: t.effective_ms,
+        received_ms: t.received_ms,
+        kind,
+    };
     let was_ahead = v.clock_ahead_ms.is_some();
     apply_identity(v, msg, t);
     if let (Some(ahead), false) = (t.ahead_ms, was_ahead) {
-        out.events.push(event(EventKind::ClockAhead { ahead_ms: ahead }));
+        out.events
+            .push(event(EventKind::ClockAhead { ahead_ms: ahead }));
     }
     match &msg.body {
         Body::Hello(h) => {
@@ -185,12 +222,17 @@ pub fn apply(v: &mut Vehicle, msg: &Message, t: Timing) -> Applied {
         Body::IgnitionOn { odometer_km } => {
             v.odometer_km = Some(*odometer_km);
             v.engine = Some(Engine::Running);
-            out.events.push(event(EventKind::IgnitionOn { odometer_km: *odometer_km }));
+            out.events.push(event(EventKind::IgnitionOn {
+                odometer_km: *odometer_km,
+            }));
         }
         Body::IgnitionOff { odometer_km, run_s } => {
             v.odometer_km = Some(*odometer_km);
             v.engine = Some(Engine::Parked);
-            out.events.push(event(EventKind::IgnitionOff { odometer_km: *odometer_km, run_s: *run_s }));
+            out.events.push(event(EventKind::IgnitionOff {
+                odometer_km: *odometer_km,
+                run_s: *run_s,
+            }));
         }
         Body::Heartbeat(hb) => {
             v.odometer_km = Some(hb.odometer_km);
@@ -211,25 +253,42 @@ pub fn apply(v: &mut Vehicle, msg: &Message, t: Timing) -> Applied {
             } else {
                 v.lamps.remove(lamp);
             }
-            out.events.push(event(EventKind::Lamp { lamp: *lamp, lit: *lit }));
+            out.events.push(event(EventKind::Lamp {
+                lamp: *lamp,
+                lit: *lit,
+            }));
         }
         Body::DtcReport(rep) => {
-            let codes: Vec<StoredDtc> =
-                rep.entries.iter().map(|e| StoredDtc { dtc: e.dtc, status: e.status }).collect();
+            let codes: Vec<StoredDtc> = rep
+                .entries
+                .iter()
+                .map(|e| StoredDtc {
+                    dtc: e.dtc,
+                    status: e.status,
+                })
+                .collect();
             if codes.is_empty() {
                 v.dtcs.remove(&rep.ecu);
             } else {
                 v.dtcs.insert(rep.ecu, codes.clone());
             }
-            out.events.push(event(EventKind::DtcReport { ecu: rep.ecu, codes }));
+            out.events.push(event(EventKind::DtcReport {
+                ecu: rep.ecu,
+                codes,
+            }));
         }
         Body::PowerLost { reason } => {
-            v.power = Power::Lost { since_ms: t.effective_ms, reason: *reason };
-            out.events.push(event(EventKind::PowerLost { reason: *reason }));
+            v.power = Power::Lost {
+                since_ms: t.effective_ms,
+                reason: *reason,
+            };
+            out.events
+                .push(event(EventKind::PowerLost { reason: *reason }));
         }
         Body::PowerRestored { down_s } => {
             v.power = Power::Powered;
-            out.events.push(event(EventKind::PowerRestored { down_s: *down_s }));
+            out.events
+                .push(event(EventKind::PowerRestored { down_s: *down_s }));
         }
         Body::Ack { .. } | Body::Time | Body::RequestDtc { .. } | Body::RequestStatus => {}
     }
@@ -244,7 +303,12 @@ mod tests {
     const T0: u64 = 1_767_225_600_000;
 
     fn msg(seq: u16, time_ms: u64, body: Body) -> Message {
-        Message { seq, device_id: 7, time_ms, body }
+        Message {
+            seq,
+            device_id: 7,
+            time_ms,
+            body,
+        }
     }
 
     #[test]
@@ -265,31 +329,115 @@ mod tests {
     fn hello_heartbeat_lamp_dtc_power_update_the_unit() {
         let mut v = Vehicle::new(7, T0, T0);
         let vin = Vin::parse("WVWZZZ1JZXW000001").unwrap();
-        let hello = Hello { vin: Some(vin), firmware: Firmware(1, 2, 3), after_power_loss: false, flags: 0 };
-        apply(&mut v, &msg(1, T0, Body::Hello(hello)), Timing::judge(T0, T0));
+        let hello = Hello {
+            vin: Some(vin),
+            firmware: Firmware(1, 2, 3),
+            after_power_loss: false,
+            flags: 0,
+        };
+        apply(
+            &mut v,
+            &msg(1, T0, Body::Hello(hello)),
+            Timing::judge(T0, T0),
+        );
         assert_eq!(v.vin, Some(vin));
-        let hb = Heartbeat { engine: Engine::Parked, run_s: 0, odometer_km: 5000, battery_mv: 12_400, lamps: 0b101 };
-        let a = apply(&mut v, &msg(2, T0 + 1000, Body::Heartbeat(hb)), Timing::judge(T0 + 1000, T0 + 1000));
+        let hb = Heartbeat {
+            engine: Engine::Parked,
+            run_s: 0,
+            odometer_km: 5000,
+            battery_mv: 12_400,
+            lamps: 0b101,
+        };
+        let a = apply(
+            &mut v,
+            &msg(2, T0 + 1000, Body::Heartbeat(hb)),
+            Timing::judge(T0 + 1000, T0 + 1000),
+        );
         assert_eq!(v.lamps, BTreeSet::from([1, 3]));
-        assert_eq!(a.battery, Some(BatterySample { hour: (T0 + 1000) / HOUR_MS, engine: Engine::Parked, mv: 12_400 }));
-        assert!(a.events.is_empty(), "heartbeats go to aggregates, not history");
-        apply(&mut v, &msg(3, T0 + 2000, Body::Lamp { lamp: 3, lit: false }), Timing::judge(T0 + 2000, T0 + 2000));
-        apply(&mut v, &msg(4, T0 + 3000, Body::Lamp { lamp: 40, lit: true }), Timing::judge(T0 + 3000, T0 + 3000));
+        assert_eq!(
+            a.battery,
+            Some(BatterySample {
+                hour: (T0 + 1000) / HOUR_MS,
+                engine: Engine::Parked,
+                mv: 12_400
+            })
+        );
+        assert!(
+            a.events.is_empty(),
+            "heartbeats go to aggregates, not history"
+        );
+        apply(
+            &mut v,
+            &msg(
+                3,
+                T0 + 2000,
+                Body::Lamp {
+                    lamp: 3,
+                    lit: false,
+                },
+            ),
+            Timing::judge(T0 + 2000, T0 + 2000),
+        );
+        apply(
+            &mut v,
+            &msg(
+                4,
+                T0 + 3000,
+                Body::Lamp {
+                    lamp: 40,
+                    lit: true,
+                },
+            ),
+            Timing::judge(T0 + 3000, T0 + 3000),
+        );
         assert_eq!(v.lamps, BTreeSet::from([1, 40]));
-        let rep = DtcReport { ecu: 0x7E0, entries: vec![DtcEntry { dtc: Dtc([3, 1, 0]), status: 9 }] };
-        apply(&mut v, &msg(5, T0 + 4000, Body::DtcReport(rep)), Timing::judge(T0 + 4000, T0 + 4000));
+        let rep = DtcReport {
+            ecu: 0x7E0,
+            entries: vec![DtcEntry {
+                dtc: Dtc([3, 1, 0]),
+                status: 9,
+            }],
+        };
+        apply(
+            &mut v,
+            &msg(5, T0 + 4000, Body::DtcReport(rep)),
+            Timing::judge(T0 + 4000, T0 + 4000),
+        );
         assert_eq!(v.dtcs[&0x7E0].len(), 1);
         // A report is a full snapshot: an empty one clears the ECU.
-        let empty = DtcReport { ecu: 0x7E0, entries: vec![] };
-        apply(&mut v, &msg(6, T0 + 5000, Body::DtcReport(empty)), Timing::judge(T0 + 5000, T0 + 5000));
+        let empty = DtcReport {
+            ecu: 0x7E0,
+            entries: vec![],
+        };
+        apply(
+            &mut v,
+            &msg(6, T0 + 5000, Body::DtcReport(empty)),
+            Timing::judge(T0 + 5000, T0 + 5000),
+        );
         assert!(v.dtcs.is_empty());
         apply(
             &mut v,
-            &msg(7, T0 + 6000, Body::PowerLost { reason: PowerLossReason::Unplugged }),
+            &msg(
+                7,
+                T0 + 6000,
+                Body::PowerLost {
+                    reason: PowerLossReason::Unplugged,
+                },
+            ),
             Timing::judge(T0 + 6000, T0 + 6000),
         );
-        assert_eq!(v.power, Power::Lost { since_ms: T0 + 6000, reason: PowerLossReason::Unplugged });
-        apply(&mut v, &msg(8, T0 + 9000, Body::PowerRestored { down_s: 3 }), Timing::judge(T0 + 9000, T0 + 9000));
+        assert_eq!(
+            v.power,
+            Power::Lost {
+                since_ms: T0 + 6000,
+                reason: PowerLossReason::Unplugged
+            }
+        );
+        apply(
+            &mut v,
+            &msg(8, T0 + 9000, Body::PowerRestored { down_s: 3 }),
+            Timing::judge(T0 + 9000, T0 + 9000),
+        );
         assert_eq!(v.power, Power::Powered);
         assert_eq!(v.messages, 8);
     }
@@ -297,7 +445,11 @@ mod tests {
     #[test]
     fn late_history_keeps_last_seen_and_moves_first_seen() {
         let mut v = Vehicle::new(7, T0, T0);
-        apply(&mut v, &msg(1, T0 - 3_600_000, Body::IgnitionOn { odometer_km: 10 }), Timing::judge(T0 - 3_600_000, T0 + 5));
+        apply(
+            &mut v,
+            &msg(1, T0 - 3_600_000, Body::IgnitionOn { odometer_km: 10 }),
+            Timing::judge(T0 - 3_600_000, T0 + 5),
+        );
         assert_eq!(v.first_seen_ms, T0 - 3_600_000);
         assert_eq!(v.last_seen_ms, T0);
         assert_eq!(v.last_heard_ms, T0 + 5);
@@ -309,11 +461,26 @@ mod tests {
     fn clock_ahead_is_flagged_once_and_cleared() {
         let mut v = Vehicle::new(7, T0, T0);
         let t = Timing::judge(T0 + 600_000, T0);
-        let a = apply(&mut v, &msg(1, T0 + 600_000, Body::IgnitionOn { odometer_km: 1 }), t);
-        assert_eq!(a.events[0].kind, EventKind::ClockAhead { ahead_ms: 600_000 });
-        let a = apply(&mut v, &msg(2, T0 + 601_000, Body::IgnitionOn { odometer_km: 1 }), Timing::judge(T0 + 601_000, T0 + 1000));
+        let a = apply(
+            &mut v,
+            &msg(1, T0 + 600_000, Body::IgnitionOn { odometer_km: 1 }),
+            t,
+        );
+        assert_eq!(
+            a.events[0].kind,
+            EventKind::ClockAhead { ahead_ms: 600_000 }
+        );
+        let a = apply(
+            &mut v,
+            &msg(2, T0 + 601_000, Body::IgnitionOn { odometer_km: 1 }),
+            Timing::judge(T0 + 601_000, T0 + 1000),
+        );
         assert_eq!(a.events.len(), 1, "flag raised once per episode");
-        apply(&mut v, &msg(3, T0 + 2000, Body::IgnitionOn { odometer_km: 1 }), Timing::judge(T0 + 2000, T0 + 2000));
+        apply(
+            &mut v,
+            &msg(3, T0 + 2000, Body::IgnitionOn { odometer_km: 1 }),
+            Timing::judge(T0 + 2000, T0 + 2000),
+        );
         assert_eq!(v.clock_ahead_ms, None);
     }
 }

@@ -76,7 +76,11 @@ const fn crc32c_tables() -> [[u32; 256]; 8] {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0x82F6_3B78 } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82F6_3B78
+            } else {
+                c >> 1
+            };
             k += 1;
         }
         t[0][i] = c;
@@ -347,8 +351,14 @@ mod tests {
     #[test]
     fn cobs_rejects_zero_and_overrun() {
         let mut out = Vec::new();
-        assert_eq!(cobs_decode(&[0x03, 0x01], &mut out, 100), Err(FrameError::Cobs));
-        assert_eq!(cobs_decode(&[0x02, 0x01, 0x00], &mut out, 100), Err(FrameError::Cobs));
+        assert_eq!(
+            cobs_decode(&[0x03, 0x01], &mut out, 100),
+            Err(FrameError::Cobs)
+        );
+        assert_eq!(
+            cobs_decode(&[0x02, 0x01, 0x00], &mut out, 100),
+            Err(FrameError::Cobs)
+        );
     }
 
     #[test]

@@ -50,9 +50,17 @@ pub enum DecodeError {
     #[error("unknown message kind 0x{0:02x}")]
     UnknownKind(u8),
     #[error("kind 0x{kind:02x} needs a body of {expected} bytes, got {got}")]
-    Length { kind: u8, expected: usize, got: usize },
+    Length {
+        kind: u8,
+        expected: usize,
+        got: usize,
+    },
     #[error("kind 0x{kind:02x}: {field} has invalid value {value}")]
-    Field { kind: u8, field: &'static str, value: u64 },
+    Field {
+        kind: u8,
+        field: &'static str,
+        value: u64,
+    },
 }
 
 impl DecodeError {
@@ -69,7 +77,9 @@ impl DecodeError {
 }
 
 /// A vehicle identification number as reported in HELLO.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Vin(pub [u8; 17]);
 
 impl Vin {
@@ -143,12 +153,16 @@ pub struct Heartbeat {
 impl Heartbeat {
     /// Lamp ids lit now, ascending.
     pub fn lit_lamps(&self) -> impl Iterator<Item = u8> + '_ {
-        (0..32u8).filter(|i| self.lamps & (1 << i) != 0).map(|i| i + 1)
+        (0..32u8)
+            .filter(|i| self.lamps & (1 << i) != 0)
+            .map(|i| i + 1)
     }
 }
 
 /// An ISO 14229 DTC: two bytes of SAE J2012 code and a failure-type byte.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Dtc(pub [u8; 3]);
 
 impl Dtc {
@@ -422,9 +436,17 @@ impl Message {
             k => fixed_len(k).ok_or(DecodeError::UnknownKind(k))?,
         };
         if body.len() != expected {
-            return Err(DecodeError::Length { kind: h.kind, expected, got: body.len() });
+            return Err(DecodeError::Length {
+                kind: h.kind,
+                expected,
+                got: body.len(),
+            });
         }
-        let field = |field, value: u64| DecodeError::Field { kind: h.kind, field, value };
+        let field = |field, value: u64| DecodeError::Field {
+            kind: h.kind,
+            field,
+            value,
+        };
         let mut r = Reader { b: body };
         let body = match h.kind {
             kind::HELLO => {
@@ -445,8 +467,13 @@ impl Message {
                     flags,
                 })
             }
-            kind::IGNITION_ON => Body::IgnitionOn { odometer_km: r.u32() },
-            kind::IGNITION_OFF => Body::IgnitionOff { odometer_km: r.u32(), run_s: r.u32() },
+            kind::IGNITION_ON => Body::IgnitionOn {
+                odometer_km: r.u32(),
+            },
+            kind::IGNITION_OFF => Body::IgnitionOff {
+                odometer_km: r.u32(),
+                run_s: r.u32(),
+            },
             kind::HEARTBEAT => {
                 let engine = match r.u8() {
                     0 => Engine::Parked,
@@ -477,11 +504,16 @@ impl Message {
                 let ecu = r.u16();
                 let n = r.u8();
                 let entries = (0..n)
-                    .map(|_| DtcEntry { dtc: Dtc(r.bytes()), status: r.u8() })
+                    .map(|_| DtcEntry {
+                        dtc: Dtc(r.bytes()),
+                        status: r.u8(),
+                    })
                     .collect();
                 Body::DtcReport(DtcReport { ecu, entries })
             }
-            kind::POWER_LOST => Body::PowerLost { reason: PowerLossReason::from_byte(r.u8()) },
+            kind::POWER_LOST => Body::PowerLost {
+                reason: PowerLossReason::from_byte(r.u8()),
+            },
             kind::POWER_RESTORED => Body::PowerRestored { down_s: r.u32() },
             kind::ACK => Body::Ack { acked_seq: r.u16() },
             kind::TIME => Body::Time,
@@ -489,7 +521,12 @@ impl Message {
             kind::REQUEST_STATUS => Body::RequestStatus,
             k => return Err(DecodeError::UnknownKind(k)),
         };
-        Ok(Message { seq: h.seq, device_id: h.device_id, time_ms: h.time_ms, body })
+        Ok(Message {
+            seq: h.seq,
+            device_id: h.device_id,
+            time_ms: h.time_ms,
+            body,
+        })
     }
 
     /// Appends this message's payload (without CRC) to `out`.

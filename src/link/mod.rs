@@ -73,7 +73,12 @@ impl Replier {
     /// Queues a payload for the unit. A full or closed queue drops it: the
     /// dongle retransmits whatever was not ACKed, so nothing is lost.
     pub fn send(&self, payload: Vec<u8>) -> bool {
-        self.tx.try_send(Outbound { addr: self.addr, payload }).is_ok()
+        self.tx
+            .try_send(Outbound {
+                addr: self.addr,
+                payload,
+            })
+            .is_ok()
     }
 }
 
@@ -83,7 +88,9 @@ pub enum LinkState {
     Connecting,
     Up,
     /// Failed; reopened after a backoff.
-    Down { error: String },
+    Down {
+        error: String,
+    },
     Stopped,
 }
 
@@ -143,7 +150,12 @@ impl LinkStatus {
     }
 
     pub fn count_rejected(&self, reason: RejectReason) {
-        *self.rejected.lock().unwrap_or_else(|e| e.into_inner()).entry(reason.0).or_default() += 1;
+        *self
+            .rejected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(reason.0)
+            .or_default() += 1;
     }
 
     pub fn report(&self) -> LinkReport {
@@ -163,7 +175,11 @@ impl LinkStatus {
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             sent: self.sent.load(Ordering::Relaxed),
             reopens: self.reopens.load(Ordering::Relaxed),
-            rejected: self.rejected.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            rejected: self
+                .rejected
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 }
@@ -184,7 +200,10 @@ pub struct LinkContext {
 impl LinkContext {
     /// A [`Replier`] for the unit at `addr`.
     pub fn replier(&self, addr: u8) -> Replier {
-        Replier { tx: self.outbound_tx.clone(), addr }
+        Replier {
+            tx: self.outbound_tx.clone(),
+            addr,
+        }
     }
 }
 
@@ -197,7 +216,9 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { next: Duration::from_millis(500) }
+        Backoff {
+            next: Duration::from_millis(500),
+        }
     }
 }
 

@@ -123,13 +123,17 @@ pub async fn run(settings: SerialSettings, mut ctx: LinkContext) {
                     }
                     SessionEnd::Failed(e) => {
                         tracing::warn!(link = %ctx.status.name, error = %e, "serial port failed; reopening");
-                        ctx.status.set_state(LinkState::Down { error: e.to_string() });
+                        ctx.status.set_state(LinkState::Down {
+                            error: e.to_string(),
+                        });
                     }
                 }
             }
             Err(e) => {
                 tracing::warn!(link = %ctx.status.name, error = %e, "cannot open serial port; retrying");
-                ctx.status.set_state(LinkState::Down { error: e.to_string() });
+                ctx.status.set_state(LinkState::Down {
+                    error: e.to_string(),
+                });
             }
         }
         let delay = backoff.next_delay();
@@ -198,7 +202,10 @@ async fn session(port: tokio_serial::SerialStream, ctx: &mut LinkContext) -> Ses
     ctx.outbound_tx = dummy;
     let drain = async {
         while let Some(first) = ctx.outbound.recv().await {
-            if write_batch(&mut wr, first, &mut ctx.outbound, &mut wire, &ctx.status).await.is_err() {
+            if write_batch(&mut wr, first, &mut ctx.outbound, &mut wire, &ctx.status)
+                .await
+                .is_err()
+            {
                 break;
             }
         }
@@ -229,7 +236,9 @@ async fn write_batch<W: AsyncWriteExt + Unpin>(
         }
     }
     wr.write_all(wire).await?;
-    status.bytes_out.fetch_add(wire.len() as u64, Ordering::Relaxed);
+    status
+        .bytes_out
+        .fetch_add(wire.len() as u64, Ordering::Relaxed);
     status.sent.fetch_add(count, Ordering::Relaxed);
     Ok(())
 }

@@ -59,7 +59,8 @@ pub trait Read {
 
     /// Up to `limit` pairs of `range` in key order, or in reverse key order
     /// when `reverse` is set.
-    fn scan(&self, table: Table, range: KeyRange<'_>, reverse: bool, limit: usize) -> Result<Pairs>;
+    fn scan(&self, table: Table, range: KeyRange<'_>, reverse: bool, limit: usize)
+        -> Result<Pairs>;
 }
 
 /// A write transaction: reads see its own writes.

@@ -108,7 +108,8 @@ impl WriteTx<'_> {
     }
 
     pub fn put_rules(&mut self, device_id: u64, rules: &RuleState) -> Result<()> {
-        self.tx.put(tables::RULES, &device_key(device_id), &rules.to_bytes())
+        self.tx
+            .put(tables::RULES, &device_key(device_id), &rules.to_bytes())
     }
 
     pub fn lead(&self, id: u64) -> Result<Option<Lead>> {
@@ -117,7 +118,9 @@ impl WriteTx<'_> {
 
     /// The open lead holding `key` for the vehicle, if any.
     pub fn open_lead_id(&self, device_id: u64, key: &LeadKey) -> Result<Option<u64>> {
-        let v = self.tx.get(tables::OPEN_LEADS, &lead_key_bytes(device_id, key))?;
+        let v = self
+            .tx
+            .get(tables::OPEN_LEADS, &lead_key_bytes(device_id, key))?;
         Ok(v.and_then(|b| b.try_into().ok().map(u64::from_be_bytes)))
     }
 
@@ -145,8 +148,16 @@ impl WriteTx<'_> {
             (_, LeadStatus::Closed) => {}
         }
         if previous.is_none() {
-            self.tx.put(tables::LEADS_BY_DEVICE, &pair_key(lead.device_id, lead.id), &[])?;
-            self.tx.put(tables::LEADS_BY_OPENED, &pair_key(lead.opened_at_ms, lead.id), &[])?;
+            self.tx.put(
+                tables::LEADS_BY_DEVICE,
+                &pair_key(lead.device_id, lead.id),
+                &[],
+            )?;
+            self.tx.put(
+                tables::LEADS_BY_OPENED,
+                &pair_key(lead.opened_at_ms, lead.id),
+                &[],
+            )?;
         }
         self.tx.put(tables::LEADS, &id, &lead.to_bytes())?;
         self.outbox(OutboxKind::Lead, &id, lead.version)
@@ -162,12 +173,14 @@ impl WriteTx<'_> {
     }
 
     pub fn put_notification(&mut self, n: &Notification) -> Result<()> {
-        self.tx.put(tables::NOTIFICATIONS, &n.id.to_be_bytes(), &n.to_bytes())?;
+        self.tx
+            .put(tables::NOTIFICATIONS, &n.id.to_be_bytes(), &n.to_bytes())?;
         self.outbox(OutboxKind::Notification, &n.id.to_be_bytes(), n.version)
     }
 
     pub fn put_message(&mut self, m: &CustomerMessage) -> Result<()> {
-        self.tx.put(tables::MESSAGES, &m.id.to_be_bytes(), &m.to_bytes())?;
+        self.tx
+            .put(tables::MESSAGES, &m.id.to_be_bytes(), &m.to_bytes())?;
         self.outbox(OutboxKind::Message, &m.id.to_be_bytes(), m.version)
     }
 
@@ -188,7 +201,8 @@ impl WriteTx<'_> {
     }
 
     pub fn put_setting<T: Record>(&mut self, name: &str, value: &T) -> Result<()> {
-        self.tx.put(tables::SETTINGS, name.as_bytes(), &value.to_bytes())
+        self.tx
+            .put(tables::SETTINGS, name.as_bytes(), &value.to_bytes())
     }
 }
 
@@ -238,20 +252,37 @@ impl Store {
 
     /// Leads newest first by (opened_at, id), after `after`, filtered;
     /// reads the index in pages, never the whole table at once.
-    pub fn leads(&self, filter: &LeadFilter, after: Option<(u64, u64)>, limit: usize) -> Result<LeadPage> {
+    pub fn leads(
+        &self,
+        filter: &LeadFilter,
+        after: Option<(u64, u64)>,
+        limit: usize,
+    ) -> Result<LeadPage> {
         let mut page = LeadPage::default();
         if let Some(device) = filter.device_id {
             // A vehicle's leads: its own index, then the same ordering.
             let (lo, hi) = (pair_key(device, 0), pair_key(device, u64::MAX));
             let mut all: Vec<Lead> = Vec::new();
-            for (k, _) in self.engine().scan(tables::LEADS_BY_DEVICE, (Bound::Included(&lo[..]), Bound::Included(&hi[..])), false, usize::MAX)? {
-                let id = u64::from_be_bytes(k[8..16].try_into().map_err(|_| StoreError::Corrupt("lead index key".into()))?);
+            for (k, _) in self.engine().scan(
+                tables::LEADS_BY_DEVICE,
+                (Bound::Included(&lo[..]), Bound::Included(&hi[..])),
+                false,
+                usize::MAX,
+            )? {
+                let id = u64::from_be_bytes(
+                    k[8..16]
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("lead index key".into()))?,
+                );
                 if let Some(l) = self.lead(id)? {
                     all.push(l);
                 }
             }
             all.sort_by_key(|l| std::cmp::Reverse((l.opened_at_ms, l.id)));
-            let mut it = all.into_iter().filter(|l| after.is_none_or(|a| (l.opened_at_ms, l.id) < a)).filter(|l| filter.keeps(l));
+            let mut it = all
+                .into_iter()
+                .filter(|l| after.is_none_or(|a| (l.opened_at_ms, l.id) < a))
+                .filter(|l| filter.keeps(l));
             page.leads = it.by_ref().take(limit).collect();
             if page.leads.len() == limit && it.next().is_some() {
                 page.next = page.leads.last().map(|l| (l.opened_at_ms, l.id));
@@ -269,11 +300,21 @@ impl Store {
                 Some(k) => Bound::Included(&k[..]),
                 None => Bound::Unbounded,
             };
-            let chunk = self.engine().scan(tables::LEADS_BY_OPENED, (lo, hi), true, 256)?;
+            let chunk = self
+                .engine()
+                .scan(tables::LEADS_BY_OPENED, (lo, hi), true, 256)?;
             let Some((last, _)) = chunk.last() else { break };
-            upper = Some(last[..16].try_into().map_err(|_| StoreError::Corrupt("lead index key".into()))?);
+            upper = Some(
+                last[..16]
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("lead index key".into()))?,
+            );
             for (k, _) in &chunk {
-                let id = u64::from_be_bytes(k[8..16].try_into().map_err(|_| StoreError::Corrupt("lead index key".into()))?);
+                let id = u64::from_be_bytes(
+                    k[8..16]
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("lead index key".into()))?,
+                );
                 let Some(l) = self.lead(id)? else { continue };
                 if !filter.keeps(&l) {
                     continue;
@@ -297,10 +338,17 @@ impl Store {
         let mut hi = lo.clone();
         hi.push(0xFF);
         self.engine()
-            .scan(tables::OPEN_LEADS, (Bound::Included(&lo[..]), Bound::Excluded(&hi[..])), false, usize::MAX)?
+            .scan(
+                tables::OPEN_LEADS,
+                (Bound::Included(&lo[..]), Bound::Excluded(&hi[..])),
+                false,
+                usize::MAX,
+            )?
             .into_iter()
             .map(|(_, v)| {
-                v.try_into().map(u64::from_be_bytes).map_err(|_| StoreError::Corrupt("open lead index value".into()))
+                v.try_into()
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt("open lead index value".into()))
             })
             .collect()
     }
@@ -308,7 +356,12 @@ impl Store {
     /// Records waiting to go to the importer: (kind byte, record key, version).
     pub fn outbox(&self, limit: usize) -> Result<Vec<(u8, Vec<u8>, u64)>> {
         self.engine()
-            .scan(tables::OUTBOX, (Bound::Unbounded, Bound::Unbounded), false, limit)?
+            .scan(
+                tables::OUTBOX,
+                (Bound::Unbounded, Bound::Unbounded),
+                false,
+                limit,
+            )?
             .into_iter()
             .map(|(k, v)| {
                 let ver = v.try_into().ok().map(u64::from_le_bytes);

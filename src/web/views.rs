@@ -5,10 +5,10 @@ use axum::http::StatusCode;
 use maud::{html, Markup, DOCTYPE};
 
 use crate::clock::rfc3339;
-use crate::domain::vehicle::{Power, Vehicle};
-use crate::link::message::lamp_name;
 use crate::domain::lead::{Lead, LeadType};
+use crate::domain::vehicle::{Power, Vehicle};
 use crate::leads::{describe, LeadCounts};
+use crate::link::message::lamp_name;
 use crate::web::Health;
 
 /// The stylesheet, served with the binary.
@@ -63,7 +63,11 @@ pub fn ago(now_ms: u64, then_ms: u64) -> String {
 
 pub fn status(v: &StatusView<'_>) -> Markup {
     let h = v.health;
-    let on_lot = v.vehicles.iter().filter(|x| x.on_lot(v.now_ms, v.on_lot_ms)).count();
+    let on_lot = v
+        .vehicles
+        .iter()
+        .filter(|x| x.on_lot(v.now_ms, v.on_lot_ms))
+        .count();
     layout(
         "Status",
         html! {

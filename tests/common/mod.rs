@@ -20,7 +20,11 @@ pub fn crc32c(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= b as u32;
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -125,7 +129,8 @@ pub struct Down {
 
 impl Down {
     pub fn acked_seq(&self) -> Option<u16> {
-        (self.kind == 0x80 && self.body.len() == 2).then(|| u16::from_le_bytes([self.body[0], self.body[1]]))
+        (self.kind == 0x80 && self.body.len() == 2)
+            .then(|| u16::from_le_bytes([self.body[0], self.body[1]]))
     }
 }
 
@@ -147,7 +152,10 @@ fn parse_down(body: &[u8]) -> Option<Down> {
 }
 
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 // ---- A pty line ----
@@ -178,14 +186,22 @@ impl Line {
         // Not inherited by the appliance process: it must open the slave by
         // path like any port, and closing our end must really close the pty.
         for fd in [&pty.master, &pty.slave] {
-            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).expect("cloexec");
+            nix::fcntl::fcntl(
+                fd,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            )
+            .expect("cloexec");
         }
         // Raw mode on the slave, as a serial port would be.
         let mut t = nix::sys::termios::tcgetattr(&pty.slave).expect("tcgetattr");
         nix::sys::termios::cfmakeraw(&mut t);
-        nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &t).expect("tcsetattr");
-        let slave_path = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&pty.slave)))
-            .expect("slave path");
+        nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &t)
+            .expect("tcsetattr");
+        let slave_path = std::fs::read_link(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&pty.slave)
+        ))
+        .expect("slave path");
         let master = std::fs::File::from(pty.master);
         let mut reader = master.try_clone().expect("clone master");
         let (tx, rx) = mpsc::channel();
@@ -198,7 +214,10 @@ impl Line {
             while !stopped.load(Ordering::Relaxed) {
                 // Poll with a timeout so that dropping the line really closes
                 // the pty (an "unplugged" adapter) instead of blocking here.
-                let mut fds = [nix::poll::PollFd::new(reader.as_fd(), nix::poll::PollFlags::POLLIN)];
+                let mut fds = [nix::poll::PollFd::new(
+                    reader.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
                 match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(50u16)) {
                     Ok(0) => continue,
                     Ok(_) => {}
@@ -227,7 +246,14 @@ impl Line {
                 }
             }
         });
-        Line { slave_path, master, rx, _slave: pty.slave, stop, thread: Some(thread) }
+        Line {
+            slave_path,
+            master,
+            rx,
+            _slave: pty.slave,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     pub fn write(&mut self, bytes: &[u8]) {
@@ -254,7 +280,9 @@ impl Line {
                 None => break,
             }
         }
-        Err(format!("no ACK for device {device} seq {seq} within {timeout:?}; saw {seen:?}"))
+        Err(format!(
+            "no ACK for device {device} seq {seq} within {timeout:?}; saw {seen:?}"
+        ))
     }
 
     /// Collects everything that arrives within `quiet` of the last message.
@@ -309,7 +337,10 @@ impl Appliance {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(i) = line.find("http=") {
-                    let addr: String = line[i + 5..].chars().take_while(|c| !c.is_whitespace()).collect();
+                    let addr: String = line[i + 5..]
+                        .chars()
+                        .take_while(|c| !c.is_whitespace())
+                        .collect();
                     let _ = tx.send(addr);
                 }
                 if std::env::var_os("FORECOURT_TEST_LOG").is_some() {
@@ -323,7 +354,9 @@ impl Appliance {
                 // Never leave a stray appliance behind a failed test.
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("the appliance did not start within 30 s (FORECOURT_TEST_LOG=1 shows its log)");
+                panic!(
+                    "the appliance did not start within 30 s (FORECOURT_TEST_LOG=1 shows its log)"
+                );
             }
         };
         let settings = std::fs::read_to_string(config).unwrap();
@@ -332,7 +365,12 @@ impl Appliance {
             .find_map(|l| l.strip_prefix("data_dir = "))
             .map(|s| PathBuf::from(s.trim_matches('"')))
             .unwrap();
-        let app = Appliance { child, http, data_dir, config: config.to_owned() };
+        let app = Appliance {
+            child,
+            http,
+            data_dir,
+            config: config.to_owned(),
+        };
         app.wait_until(|h| h["links"][0]["up"] == true, "serial link up");
         app
     }
@@ -342,22 +380,32 @@ impl Appliance {
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("healthz is not JSON ({e}): {body}"))
     }
 
-    pub fn wait_until(&self, f: impl Fn(&serde_json::Value) -> bool, what: &str) -> serde_json::Value {
+    pub fn wait_until(
+        &self,
+        f: impl Fn(&serde_json::Value) -> bool,
+        what: &str,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let h = self.healthz();
             if f(&h) {
                 return h;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}: {h}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {h}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     /// SIGTERM and wait: the orderly stop.
     pub fn stop(mut self) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM)
-            .unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
         let status = self.child.wait().unwrap();
         assert!(status.success(), "forecourt exited with {status}");
     }
@@ -380,7 +428,11 @@ impl Drop for Appliance {
 pub fn http_get(addr: &str, path: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
@@ -408,7 +460,9 @@ fn dechunk(mut body: &str) -> String {
 /// (termios2 ioctls answer ENOSYS there; see docs/ci.md).
 pub fn skip_under_qemu_user() -> bool {
     if std::env::var_os("FORECOURT_QEMU_USER").is_some() {
-        eprintln!("skipped under qemu-user: opening a serial port by path needs termios2 (docs/ci.md)");
+        eprintln!(
+            "skipped under qemu-user: opening a serial port by path needs termios2 (docs/ci.md)"
+        );
         return true;
     }
     false
@@ -433,13 +487,21 @@ impl NullModem {
         for _ in 0..2 {
             let pty = nix::pty::openpty(None, None).expect("openpty");
             for fd in [&pty.master, &pty.slave] {
-                nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).expect("cloexec");
+                nix::fcntl::fcntl(
+                    fd,
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+                )
+                .expect("cloexec");
             }
             let mut t = nix::sys::termios::tcgetattr(&pty.slave).expect("tcgetattr");
             nix::sys::termios::cfmakeraw(&mut t);
-            nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &t).expect("tcsetattr");
-            let path =
-                std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&pty.slave))).unwrap();
+            nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &t)
+                .expect("tcsetattr");
+            let path = std::fs::read_link(format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(&pty.slave)
+            ))
+            .unwrap();
             ends.push((path, std::fs::File::from(pty.master), pty.slave));
         }
         let (b_path, mut mb, sb) = ends.pop().unwrap();
@@ -455,10 +517,15 @@ impl NullModem {
                         nix::poll::PollFd::new(ma.as_fd(), nix::poll::PollFlags::POLLIN),
                         nix::poll::PollFd::new(mb.as_fd(), nix::poll::PollFlags::POLLIN),
                     ];
-                    if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(50u16)).unwrap_or(0) == 0 {
+                    if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(50u16)).unwrap_or(0)
+                        == 0
+                    {
                         continue;
                     }
-                    let ready = |f: &nix::poll::PollFd| f.revents().is_some_and(|r| r.contains(nix::poll::PollFlags::POLLIN));
+                    let ready = |f: &nix::poll::PollFd| {
+                        f.revents()
+                            .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLIN))
+                    };
                     (ready(&fds[0]), ready(&fds[1]))
                 };
                 if ra {
@@ -477,7 +544,13 @@ impl NullModem {
                 }
             }
         });
-        NullModem { a: a_path, b: b_path, stop, thread: Some(thread), _slaves: [sa, sb] }
+        NullModem {
+            a: a_path,
+            b: b_path,
+            stop,
+            thread: Some(thread),
+            _slaves: [sa, sb],
+        }
     }
 }
 
