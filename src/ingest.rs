@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::clock::SharedClock;
 use crate::domain::catalog::Catalog;
 use crate::domain::consent::{self, ConsentRecord, ConsentState, Gate};
-use crate::domain::lead::{Effect, LeadKey, LeadStatus, RuleState, BATTERY_WINDOW_MS};
+use crate::domain::lead::{Effect, IdSeq, LeadKey, LeadStatus, RuleState, BATTERY_WINDOW_MS};
 use crate::domain::vehicle::{self, Timing, Vehicle, VehicleEvent, HOUR_MS};
 use crate::leads::{self, ActionError, LeadAction, LeadContext};
 use crate::link::frame::crc32c;
@@ -235,7 +235,6 @@ pub struct Ingest {
     last_reject_log: HashMap<u64, u64>,
     /// Last REQUEST_STATUS sent to a unit not yet heard in a HELLO.
     last_status_request: HashMap<u64, u64>,
-    last_prune_hour: u64,
     last_tick_hour: u64,
     options: IngestOptions,
     catalog: Catalog,
@@ -272,7 +271,6 @@ impl Ingest {
             next_seq: 0,
             last_reject_log: HashMap::new(),
             last_status_request: HashMap::new(),
-            last_prune_hour: 0,
             last_tick_hour: 0,
             options,
             catalog,
@@ -316,7 +314,7 @@ impl Ingest {
                     continue;
                 }
                 _ = ticker.tick() => {
-                    self = run_blocking(self, |s| { s.tick(); s.maintain(); }).await.0;
+                    self = run_blocking(self, |s| s.tick()).await.0;
                     continue;
                 }
             };
@@ -464,12 +462,11 @@ impl Ingest {
         let applied = if gate == Gate::Open {
             let applied = vehicle::apply(vehicle, &msg, timing);
             if self.options.rules {
-                let mut next = self.next_lead_id;
-                let effects = unit.rules.on_message(&msg, timing.effective_ms, &mut || {
-                    next += 1;
-                    next - 1
-                });
-                self.next_lead_id = next;
+                let mut next = IdSeq {
+                    next: self.next_lead_id,
+                };
+                let effects = unit.rules.on_message(&msg, timing.effective_ms, &mut next);
+                self.next_lead_id = next.next;
                 p.effects
                     .extend(effects.into_iter().map(|e| (msg.device_id, e)));
                 if matches!(msg.body, Body::Heartbeat(_) | Body::IgnitionOn { .. }) {
@@ -596,7 +593,9 @@ impl Ingest {
             labour_rate_cents: self.labour_rate_cents,
             now_ms: now,
         };
-        let mut next = self.next_lead_id;
+        let mut next = IdSeq {
+            next: self.next_lead_id,
+        };
         let result = self.store.write(|tx| {
             for (id, b) in &p.samples {
                 tx.add_battery_sample(*id, b.hour, b.engine, b.mv)?;
@@ -606,10 +605,7 @@ impl Ingest {
             for (id, at) in &p.battery {
                 let unit = units.get_mut(id).expect("dirty units are cached");
                 let window = tx.battery_window(*id, battery_window_start(now))?;
-                let effects = unit.rules.on_battery(window, now, *at, &mut || {
-                    next += 1;
-                    next - 1
-                });
+                let effects = unit.rules.on_battery(window, now, *at, &mut next);
                 p.effects.extend(effects.into_iter().map(|e| (*id, e)));
             }
             for (id, effect) in &p.effects {
@@ -635,11 +631,11 @@ impl Ingest {
             for (name, n) in &p.counters {
                 tx.add_counter(name, *n as i64)?;
             }
-            tx.set_counter("ids.lead", next - 1)?;
+            tx.set_counter("ids.lead", next.next - 1)?;
             Ok(())
         });
         match &result {
-            Ok(()) => self.next_lead_id = next,
+            Ok(()) => self.next_lead_id = next.next,
             Err(_) => self.next_lead_id = self.store.counter("ids.lead").unwrap_or(0) + 1,
         }
         result
@@ -690,39 +686,6 @@ impl Ingest {
             "payload rejected (ACKed, not applied): {why}"
         );
     }
-
-    /// Hourly housekeeping: drops battery aggregates past retention.
-    pub fn maintain(&mut self) {
-        let now = self.clock.now_ms();
-        let hour = now / HOUR_MS;
-        if hour == self.last_prune_hour {
-            return;
-        }
-        self.last_prune_hour = hour;
-        let before = now.saturating_sub(BATTERY_RETENTION_MS) / HOUR_MS;
-        let mut after = None;
-        loop {
-            let page = match self.store.vehicles(after, 500) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(error = %e, "housekeeping: cannot list vehicles");
-                    return;
-                }
-            };
-            let Some(last) = page.last() else { break };
-            after = Some(last.device_id);
-            let ids: Vec<u64> = page.iter().map(|v| v.device_id).collect();
-            if let Err(e) = self.store.write(|tx| {
-                for id in &ids {
-                    tx.prune_battery(*id, before)?;
-                }
-                Ok(())
-            }) {
-                tracing::warn!(error = %e, "housekeeping: cannot prune battery aggregates");
-                return;
-            }
-        }
-    }
 }
 
 /// The first whole hour of the trailing 7-day battery window: aggregates
@@ -733,31 +696,43 @@ pub fn battery_window_start(now_ms: u64) -> u64 {
 }
 
 impl Ingest {
-    /// The time-driven rules (R-LEAD-TIME): the 7-day battery window
-    /// slides with no new data. Aggregates are hourly, so nothing can
-    /// change within an hour; each hour every unit heard in the window, or
-    /// holding a low-battery lead, is judged again.
+    /// The hourly work, a page of vehicles at a time: battery aggregates
+    /// past retention are dropped, and the time-driven rules (R-LEAD-TIME)
+    /// run: the 7-day battery window slides with no new data. Aggregates
+    /// are hourly, so nothing can change within an hour; each hour every
+    /// unit heard in the window, or holding a low-battery lead, is judged
+    /// again.
     pub fn tick(&mut self) {
-        if !self.options.rules {
-            return;
-        }
         let now = self.clock.now_ms();
         let hour = now / HOUR_MS;
         if hour == self.last_tick_hour {
             return;
         }
         let from = battery_window_start(now);
+        let prune_before = now.saturating_sub(BATTERY_RETENTION_MS) / HOUR_MS;
         let mut after = None;
         loop {
             let page = match self.store.vehicles(after, 500) {
                 Ok(p) => p,
                 Err(e) => {
-                    tracing::warn!(error = %e, "rules tick: cannot list vehicles");
+                    tracing::warn!(error = %e, "tick: cannot list vehicles");
                     return;
                 }
             };
             let Some(last) = page.last() else { break };
             after = Some(last.device_id);
+            if let Err(e) = self.store.write(|tx| {
+                for v in &page {
+                    tx.prune_battery(v.device_id, prune_before)?;
+                }
+                Ok(())
+            }) {
+                tracing::warn!(error = %e, "tick: cannot prune battery aggregates");
+                return;
+            }
+            if !self.options.rules {
+                continue;
+            }
             let mut candidates = Vec::new();
             for v in &page {
                 if self.gate_of(v) != Gate::Open {
@@ -777,7 +752,7 @@ impl Ingest {
                 }
             }
             if let Err(e) = self.judge_battery(&candidates, from, now) {
-                tracing::error!(error = %e, "rules tick: commit failed; retrying next tick");
+                tracing::error!(error = %e, "tick: commit failed; retrying next tick");
                 return;
             }
         }
@@ -798,7 +773,9 @@ impl Ingest {
             labour_rate_cents: self.labour_rate_cents,
             now_ms: now,
         };
-        let mut next = self.next_lead_id;
+        let mut next = IdSeq {
+            next: self.next_lead_id,
+        };
         let mut rules: Vec<(u64, RuleState)> = devices
             .iter()
             .map(|d| (*d, self.units[d].rules.clone()))
@@ -807,10 +784,7 @@ impl Ingest {
         let result = self.store.write(|tx| {
             for (id, r) in rules.iter_mut() {
                 let window = tx.battery_window(*id, from_hour)?;
-                let effects = r.on_battery(window, now, now, &mut || {
-                    next += 1;
-                    next - 1
-                });
+                let effects = r.on_battery(window, now, now, &mut next);
                 if effects.is_empty() {
                     continue;
                 }
@@ -822,11 +796,11 @@ impl Ingest {
                 }
                 tx.put_rules(*id, r)?;
             }
-            tx.set_counter("ids.lead", next - 1)
+            tx.set_counter("ids.lead", next.next - 1)
         });
         match result {
             Ok(()) => {
-                self.next_lead_id = next;
+                self.next_lead_id = next.next;
                 for (id, r) in rules {
                     if let Some(u) = self.units.get_mut(&id) {
                         u.rules = r;
@@ -935,11 +909,10 @@ impl Ingest {
                 )));
             };
             let mut rules = unit.rules.clone();
-            let mut next = self.next_lead_id;
-            let effects = rules.user_lamp(lamp, now, &mut || {
-                next += 1;
-                next - 1
-            });
+            let mut next = IdSeq {
+                next: self.next_lead_id,
+            };
+            let effects = rules.user_lamp(lamp, now, &mut next);
             let Some(Effect::Opened { id, .. }) = effects.first().cloned() else {
                 let open = rules.open.get(&LeadKey {
                     ty: crate::domain::lead::LeadType::UserLamp,
@@ -963,13 +936,13 @@ impl Ingest {
                     leads::note(tx, id, by, text, now)?;
                 }
                 tx.put_rules(device_id, &rules)?;
-                tx.set_counter("ids.lead", next - 1)?;
+                tx.set_counter("ids.lead", next.next - 1)?;
                 tx.lead(id)?
                     .ok_or_else(|| StoreError::Corrupt("new lead vanished".into()))
             });
             return match lead {
                 Ok(lead) => {
-                    self.next_lead_id = next;
+                    self.next_lead_id = next.next;
                     if let Some(u) = self.units.get_mut(&device_id) {
                         u.rules = rules;
                     }

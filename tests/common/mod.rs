@@ -426,11 +426,20 @@ impl Drop for Appliance {
 
 /// A minimal HTTP/1.1 GET over loopback.
 pub fn http_get(addr: &str, path: &str) -> String {
+    http_get_with(addr, path, &[])
+}
+
+/// A GET with extra headers, e.g. `("Authorization", "Bearer ...")`.
+pub fn http_get_with(addr: &str, path: &str, headers: &[(&str, &str)]) -> String {
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut out = String::new();
