@@ -21,13 +21,22 @@ use crate::store::{Store, StoreError};
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("cannot create data directory {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot open the store in {path}: {source}")]
     Store { path: PathBuf, source: StoreError },
     #[error("cannot listen for HTTP on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot open the control socket {path}: {source}")]
-    Control { path: PathBuf, source: std::io::Error },
+    Control {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A link as the rest of the appliance sees it.
@@ -42,7 +51,9 @@ impl LinkHandle {
     /// stopping or its queue is full.
     pub fn send(&self, addr: u8, payload: Vec<u8>) -> bool {
         let guard = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-        guard.as_ref().is_some_and(|tx| tx.try_send(Outbound { addr, payload }).is_ok())
+        guard
+            .as_ref()
+            .is_some_and(|tx| tx.try_send(Outbound { addr, payload }).is_ok())
     }
 }
 
@@ -65,8 +76,12 @@ impl AppState {
         self.commands
             .send(Command { action, reply })
             .await
-            .map_err(|_| ActionError::Store(StoreError::Engine("the appliance is stopping".into())))?;
-        rx.await.map_err(|_| ActionError::Store(StoreError::Engine("the appliance is stopping".into())))?
+            .map_err(|_| {
+                ActionError::Store(StoreError::Engine("the appliance is stopping".into()))
+            })?;
+        rx.await.map_err(|_| {
+            ActionError::Store(StoreError::Engine("the appliance is stopping".into()))
+        })?
     }
 }
 
@@ -90,17 +105,38 @@ pub fn create_data_dir(dir: &Path) -> Result<(), AppError> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|source| AppError::DataDir { path: dir.to_owned(), source })
+        .map_err(|source| AppError::DataDir {
+            path: dir.to_owned(),
+            source,
+        })
 }
 
 /// Starts the appliance.
 pub async fn start(settings: Settings, clock: SharedClock) -> Result<Running, AppError> {
     create_data_dir(&settings.data_dir)?;
-    let store = Store::open(&settings.data_dir, settings.engine)
-        .map_err(|source| AppError::Store { path: settings.data_dir.clone(), source })?;
+    let store =
+        Store::open(&settings.data_dir, settings.engine).map_err(|source| AppError::Store {
+            path: settings.data_dir.clone(),
+            source,
+        })?;
     let store = Arc::new(store);
-    let totals = Totals::load(&store).map_err(|source| AppError::Store { path: settings.data_dir.clone(), source })?;
+    let totals = Totals::load(&store).map_err(|source| AppError::Store {
+        path: settings.data_dir.clone(),
+        source,
+    })?;
     let totals = Arc::new(totals);
+    // First start with no users: a one-time code makes the first admin at /setup.
+    match crate::web::session::prepare_setup_code(&store, &settings.data_dir) {
+        Ok(Some(code)) => tracing::warn!(
+            setup_code = %code,
+            file = %crate::web::session::setup_code_path(&settings.data_dir).display(),
+            "no staff user yet: open /setup and enter this one-time code to create the first admin"
+        ),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "cannot make a setup code: the first admin cannot be created")
+        }
+    }
     let (trigger, shutdown) = shutdown::channel();
     // Bounded: when ingest falls behind, links stop reading and the
     // dongles' stop-and-wait does the rest.
@@ -122,7 +158,10 @@ pub async fn start(settings: Settings, clock: SharedClock) -> Result<Running, Ap
             shutdown: shutdown.clone(),
         };
         next_id += 1;
-        handles.push(LinkHandle { status, tx: Mutex::new(Some(out_tx)) });
+        handles.push(LinkHandle {
+            status,
+            tx: Mutex::new(Some(out_tx)),
+        });
         ctx
     };
     for s in &settings.serial {
@@ -139,9 +178,17 @@ pub async fn start(settings: Settings, clock: SharedClock) -> Result<Running, Ap
         tracing::warn!("no [[serial]] or [[can]] links configured: no dongle will be heard");
     }
 
-    let options = IngestOptions { consent_brands: settings.consent_brands.clone(), rules: true };
-    let ingest = Ingest::new(store.clone(), clock.clone(), totals.clone(), options)
-        .map_err(|source| AppError::Store { path: settings.data_dir.clone(), source })?;
+    let options = IngestOptions {
+        consent_brands: settings.consent_brands.clone(),
+        rules: true,
+    };
+    let ingest =
+        Ingest::new(store.clone(), clock.clone(), totals.clone(), options).map_err(|source| {
+            AppError::Store {
+                path: settings.data_dir.clone(),
+                source,
+            }
+        })?;
     let (commands, commands_rx) = mpsc::channel(64);
     let ingest = tokio::spawn(ingest.run(events_rx, commands_rx, settings.tick, shutdown.clone()));
 
@@ -157,13 +204,22 @@ pub async fn start(settings: Settings, clock: SharedClock) -> Result<Running, Ap
 
     let listener = tokio::net::TcpListener::bind(settings.http_listen)
         .await
-        .map_err(|source| AppError::Listen { addr: settings.http_listen, source })?;
-    let http_addr = listener.local_addr().map_err(|source| AppError::Listen { addr: settings.http_listen, source })?;
+        .map_err(|source| AppError::Listen {
+            addr: settings.http_listen,
+            source,
+        })?;
+    let http_addr = listener.local_addr().map_err(|source| AppError::Listen {
+        addr: settings.http_listen,
+        source,
+    })?;
     let mut others = Vec::new();
     let app = crate::web::router(state.clone());
     let mut web_shutdown = shutdown.clone();
     others.push(tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move { web_shutdown.fired().await });
+        // The peer's address: login rate limiting is per name and address.
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
+        let serve = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { web_shutdown.fired().await });
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "web server failed");
         }
@@ -172,11 +228,22 @@ pub async fn start(settings: Settings, clock: SharedClock) -> Result<Running, Ap
         path: crate::control::socket_path(&settings.data_dir),
         source,
     })?;
-    others.push(tokio::spawn(crate::control::serve(control, state.clone(), shutdown.clone())));
+    others.push(tokio::spawn(crate::control::serve(
+        control,
+        state.clone(),
+        shutdown.clone(),
+    )));
     others.push(tokio::spawn(watchdog(shutdown.clone())));
     tracing::info!(http = %http_addr, data_dir = %settings.data_dir.display(), "forecourt running");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    Ok(Running { http_addr, state, trigger, ingest, links: link_tasks, others })
+    Ok(Running {
+        http_addr,
+        state,
+        trigger,
+        ingest,
+        links: link_tasks,
+        others,
+    })
 }
 
 impl Running {
@@ -230,7 +297,10 @@ impl Signals {
                 None
             }
         };
-        Signals { int: catch(SignalKind::interrupt(), "SIGINT"), term: catch(SignalKind::terminate(), "SIGTERM") }
+        Signals {
+            int: catch(SignalKind::interrupt(), "SIGINT"),
+            term: catch(SignalKind::terminate(), "SIGTERM"),
+        }
     }
 
     /// Resolves on the first SIGINT or SIGTERM.

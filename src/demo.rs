@@ -27,11 +27,16 @@ pub enum DemoError {
     #[error("{0} exists and is not a Forecourt demo directory: choose another with --data-dir")]
     NotDemoDir(PathBuf),
     #[error("cannot prepare the demo directory {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot create a pty for the simulated lot: {0}")]
     Pty(#[from] tokio_serial::Error),
     #[error(transparent)]
     App(#[from] crate::app::AppError),
+    #[error("cannot make the demo login: {0}")]
+    Login(crate::web::session::AuthError),
 }
 
 /// The demo's data directory: given, or `forecourt-demo` in the temp dir.
@@ -41,7 +46,10 @@ pub fn data_dir(given: Option<PathBuf>) -> PathBuf {
 
 /// Empties a demo directory (only one carrying the marker) and marks it.
 pub fn prepare_dir(dir: &Path) -> Result<(), DemoError> {
-    let io = |source| DemoError::DataDir { path: dir.to_owned(), source };
+    let io = |source| DemoError::DataDir {
+        path: dir.to_owned(),
+        source,
+    };
     if dir.exists() {
         let empty = std::fs::read_dir(dir).map_err(io)?.next().is_none();
         if !empty && !dir.join(MARKER).exists() {
@@ -50,7 +58,11 @@ pub fn prepare_dir(dir: &Path) -> Result<(), DemoError> {
         std::fs::remove_dir_all(dir).map_err(io)?;
     }
     crate::app::create_data_dir(dir)?;
-    std::fs::write(dir.join(MARKER), "forecourt demo data: wiped at each `forecourt demo`\n").map_err(io)?;
+    std::fs::write(
+        dir.join(MARKER),
+        "forecourt demo data: wiped at each `forecourt demo`\n",
+    )
+    .map_err(io)?;
     Ok(())
 }
 
@@ -61,11 +73,15 @@ pub async fn run(args: crate::cli::DemoArgs, clock: SharedClock) -> Result<(), D
     prepare_dir(&dir)?;
     let (master, slave) = tokio_serial::SerialStream::pair()?;
     let slave_path = slave.name().map(PathBuf::from).ok_or_else(|| {
-        DemoError::Pty(tokio_serial::Error::new(tokio_serial::ErrorKind::NoDevice, "pty has no slave path"))
+        DemoError::Pty(tokio_serial::Error::new(
+            tokio_serial::ErrorKind::NoDevice,
+            "pty has no slave path",
+        ))
     })?;
     let mut settings = Settings::with_data_dir(dir.clone());
     settings.http_listen = args.listen;
     settings.serial = vec![SerialSettings::new(&slave_path)];
+    let login = create_demo_admin(&settings, clock.now_ms())?;
     let running = crate::app::start(settings, clock.clone()).await?;
     let lot = LotConfig {
         vehicles: args.vehicles,
@@ -77,8 +93,14 @@ pub async fn run(args: crate::cli::DemoArgs, clock: SharedClock) -> Result<(), D
     grant_demo_consent(&running, &lot, clock.now_ms()).await;
     let stats = Arc::new(SimStats::new());
     let (sim_stop, sim_shutdown) = crate::shutdown::channel();
-    let sim = tokio::spawn(sim::run_serial(master, lot, clock.clone(), stats.clone(), sim_shutdown));
-    print_banner(running.http_addr, &dir, &slave_path, args.vehicles);
+    let sim = tokio::spawn(sim::run_serial(
+        master,
+        lot,
+        clock.clone(),
+        stats.clone(),
+        sim_shutdown,
+    ));
+    print_banner(running.http_addr, &dir, &slave_path, args.vehicles, &login);
     signals.recv().await;
     println!("Stopping the demo...");
     sim_stop.fire();
@@ -100,7 +122,11 @@ async fn grant_demo_consent(running: &crate::app::Running, lot: &LotConfig, now_
     let gated: Vec<_> = sim::lot_identities(lot, now_ms.saturating_sub(lot.backfill_ms))
         .into_iter()
         .filter_map(|i| i.vin)
-        .filter(|vin| catalog.brand_of(vin).is_some_and(|b| brands.iter().any(|c| c.eq_ignore_ascii_case(b))))
+        .filter(|vin| {
+            catalog
+                .brand_of(vin)
+                .is_some_and(|b| brands.iter().any(|c| c.eq_ignore_ascii_case(b)))
+        })
         .collect();
     let keep_pending = 2.min(gated.len());
     for vin in &gated[..gated.len() - keep_pending] {
@@ -115,14 +141,64 @@ async fn grant_demo_consent(running: &crate::app::Running, lot: &LotConfig, now_
     }
 }
 
-fn print_banner(addr: SocketAddr, dir: &Path, pty: &Path, vehicles: usize) {
-    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+/// The demo's login: user `demo`, an admin, with a password made for this
+/// run (the data directory is wiped at each start, so it lives as long).
+/// Made before the appliance starts, so no setup code is needed.
+fn create_demo_admin(settings: &Settings, now_ms: u64) -> Result<(String, String), DemoError> {
+    use crate::web::session::{hash_password, AuthError};
+    let store =
+        crate::store::Store::open(&settings.data_dir, settings.engine).map_err(|source| {
+            crate::app::AppError::Store {
+                path: settings.data_dir.clone(),
+                source,
+            }
+        })?;
+    let mut bytes = [0u8; 9];
+    rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut bytes)
+        .map_err(|e| DemoError::Login(AuthError::Random(e.to_string())))?;
+    let password: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let user = crate::store::users::UserRecord {
+        name: "demo".into(),
+        display_name: "Demo admin".into(),
+        role: crate::web::auth::Role::Admin,
+        password_hash: hash_password(&password).map_err(DemoError::Login)?,
+        disabled: false,
+        created_ms: now_ms,
+        updated_ms: now_ms,
+    };
+    store
+        .write(|tx| tx.put_user(&user))
+        .map_err(|source| crate::app::AppError::Store {
+            path: settings.data_dir.clone(),
+            source,
+        })?;
+    Ok((user.name, password))
+}
+
+fn print_banner(
+    addr: SocketAddr,
+    dir: &Path,
+    pty: &Path,
+    vehicles: usize,
+    login: &(String, String),
+) {
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
     println!();
     println!("  Forecourt demo is running.");
     println!();
     println!("  Open      http://{host}:{}/", addr.port());
-    println!("  Log in    no login yet: this build serves the status page; staff accounts come with the web UI");
-    println!("  Lot       {vehicles} simulated vehicles on pty {}, replaying 7 days of history", pty.display());
+    println!(
+        "  Log in    as {} with password {} (an admin)",
+        login.0, login.1
+    );
+    println!(
+        "  Lot       {vehicles} simulated vehicles on pty {}, replaying 7 days of history",
+        pty.display()
+    );
     println!("            in about 30 seconds, then live");
     println!("  Health    http://{host}:{}/healthz", addr.port());
     println!("  Data      {} (wiped at each start)", dir.display());
@@ -141,7 +217,10 @@ mod tests {
         let foreign = tmp.path().join("precious");
         std::fs::create_dir(&foreign).unwrap();
         std::fs::write(foreign.join("file"), "keep me").unwrap();
-        assert!(matches!(prepare_dir(&foreign), Err(DemoError::NotDemoDir(_))));
+        assert!(matches!(
+            prepare_dir(&foreign),
+            Err(DemoError::NotDemoDir(_))
+        ));
         assert!(foreign.join("file").exists());
         let demo = tmp.path().join("demo");
         prepare_dir(&demo).unwrap();

@@ -7,10 +7,14 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
     let cli = forecourt::cli::Cli::parse();
-    let filter = EnvFilter::try_from_env("FORECOURT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("FORECOURT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let journald = std::env::var_os("JOURNAL_STREAM").and_then(|_| tracing_journald::layer().ok());
     match journald {
-        Some(layer) => tracing_subscriber::registry().with(filter).with(layer).init(),
+        Some(layer) => tracing_subscriber::registry()
+            .with(filter)
+            .with(layer)
+            .init(),
         None => tracing_subscriber::registry()
             .with(filter)
             .with(

@@ -1011,12 +1011,11 @@ fn spec_every_api_route_refuses_a_request_without_a_valid_token() {
     let health = app.call("GET", "/healthz", None, None);
     assert_eq!(health.status, 200);
     assert_eq!(health.json()["vehicles"], UNITS);
+    // The pages are behind a staff session (docs/security.md): no bearer
+    // token opens them, and a GET without a session goes to the login.
     let page = app.call("GET", "/", None, None);
-    assert_eq!(page.status, 200);
-    assert!(page
-        .header("content-type")
-        .unwrap()
-        .starts_with("text/html"));
+    assert_eq!(page.status, 303);
+    assert_eq!(page.header("location"), Some("/login"));
     let missing = app.call("GET", "/api/v2/leads", None, None);
     assert_eq!(missing.status, 404);
     assert!(missing

@@ -283,7 +283,8 @@ fn future_times_are_accepted_and_past_history_too() {
     r.line.wait_ack(61, 2, T).unwrap();
     let h = r.app.wait_until(|h| h["messages"] == 2, "both applied");
     assert_eq!(h["rejected"], 0);
-    let page = http_get(&r.app.http, "/");
+    let cookie = login_first_admin(&r.app);
+    let page = http_get_with(&r.app.http, "/", &[("Cookie", &cookie)]);
     assert!(
         page.contains("clock ahead"),
         "the skewed unit is flagged on the status page"

@@ -15,6 +15,7 @@ pub mod sled;
 #[cfg(test)]
 mod suite;
 pub mod tokens;
+pub mod users;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
@@ -38,38 +39,99 @@ pub enum EngineKind {
 /// Every table, with its stable id and name. Ids and names never change.
 pub mod tables {
     use super::Table;
-    pub const META: Table = Table { id: 1, name: "meta" };
+    pub const META: Table = Table {
+        id: 1,
+        name: "meta",
+    };
     /// device_id (u64 BE) -> [`crate::domain::vehicle::Vehicle`]
-    pub const VEHICLES: Table = Table { id: 2, name: "vehicles" };
+    pub const VEHICLES: Table = Table {
+        id: 2,
+        name: "vehicles",
+    };
     /// device_id (u64 BE) -> [`super::DedupeWindow`]
-    pub const DEDUPE: Table = Table { id: 3, name: "dedupe" };
+    pub const DEDUPE: Table = Table {
+        id: 3,
+        name: "dedupe",
+    };
     /// counter name (UTF-8) -> u64 LE
-    pub const COUNTERS: Table = Table { id: 4, name: "counters" };
+    pub const COUNTERS: Table = Table {
+        id: 4,
+        name: "counters",
+    };
     /// device_id (u64 BE) ++ hour since epoch (u64 BE) -> [`super::BatteryHour`]
-    pub const BATTERY_HOURLY: Table = Table { id: 5, name: "battery_hourly" };
+    pub const BATTERY_HOURLY: Table = Table {
+        id: 5,
+        name: "battery_hourly",
+    };
     /// device_id (u64 BE) ++ event number (u64 BE) -> [`crate::domain::vehicle::VehicleEvent`]
-    pub const EVENTS: Table = Table { id: 6, name: "events" };
+    pub const EVENTS: Table = Table {
+        id: 6,
+        name: "events",
+    };
     /// device_id (u64 BE) -> [`crate::domain::lead::RuleState`]
-    pub const RULES: Table = Table { id: 7, name: "rules" };
+    pub const RULES: Table = Table {
+        id: 7,
+        name: "rules",
+    };
     /// lead id (u64 BE) -> [`crate::domain::lead::Lead`]
-    pub const LEADS: Table = Table { id: 8, name: "leads" };
+    pub const LEADS: Table = Table {
+        id: 8,
+        name: "leads",
+    };
     /// device_id (u64 BE) ++ lead key -> lead id (u64 BE): the one open lead per key
-    pub const OPEN_LEADS: Table = Table { id: 9, name: "open_leads" };
+    pub const OPEN_LEADS: Table = Table {
+        id: 9,
+        name: "open_leads",
+    };
     /// device_id (u64 BE) ++ lead id (u64 BE) -> (): a vehicle's leads
-    pub const LEADS_BY_DEVICE: Table = Table { id: 10, name: "leads_by_device" };
+    pub const LEADS_BY_DEVICE: Table = Table {
+        id: 10,
+        name: "leads_by_device",
+    };
     /// opened_at (u64 BE) ++ lead id (u64 BE) -> (): leads newest first
-    pub const LEADS_BY_OPENED: Table = Table { id: 11, name: "leads_by_opened" };
+    pub const LEADS_BY_OPENED: Table = Table {
+        id: 11,
+        name: "leads_by_opened",
+    };
     /// record kind (u8) ++ id (u64 BE) -> latest version (u64 LE): what sync sends
-    pub const OUTBOX: Table = Table { id: 12, name: "outbox" };
+    pub const OUTBOX: Table = Table {
+        id: 12,
+        name: "outbox",
+    };
     /// notification id (u64 BE) -> [`Notification`]
-    pub const NOTIFICATIONS: Table = Table { id: 13, name: "notifications" };
+    pub const NOTIFICATIONS: Table = Table {
+        id: 13,
+        name: "notifications",
+    };
     /// message id (u64 BE) -> [`CustomerMessage`]
-    pub const MESSAGES: Table = Table { id: 14, name: "messages" };
+    pub const MESSAGES: Table = Table {
+        id: 14,
+        name: "messages",
+    };
     /// VIN (17 bytes) -> [`ConsentRecord`]
-    pub const CONSENT: Table = Table { id: 15, name: "consent" };
+    pub const CONSENT: Table = Table {
+        id: 15,
+        name: "consent",
+    };
     /// setting name (UTF-8) -> record
-    pub const SETTINGS: Table = Table { id: 16, name: "settings" };
-    pub const TOKENS: Table = Table { id: 17, name: "tokens" };
+    pub const SETTINGS: Table = Table {
+        id: 16,
+        name: "settings",
+    };
+    pub const TOKENS: Table = Table {
+        id: 17,
+        name: "tokens",
+    };
+    /// user name, lower case (UTF-8) -> [`super::users::UserRecord`]
+    pub const USERS: Table = Table {
+        id: 18,
+        name: "users",
+    };
+    /// SHA-256 of a session id (32 bytes) -> [`super::users::SessionRecord`]
+    pub const SESSIONS: Table = Table {
+        id: 19,
+        name: "sessions",
+    };
 }
 
 /// Durable totals shown by `/healthz` (SPEC.md: "durable totals since the
@@ -108,14 +170,18 @@ pub trait Record: Serialize + DeserializeOwned {
 
     fn from_bytes(bytes: &[u8]) -> Result<Self> {
         match bytes.split_first() {
-            Some((&v, rest)) if v == Self::VERSION => postcard::from_bytes(rest)
-                .map_err(|e| StoreError::Corrupt(format!("{}: {e}", std::any::type_name::<Self>()))),
+            Some((&v, rest)) if v == Self::VERSION => postcard::from_bytes(rest).map_err(|e| {
+                StoreError::Corrupt(format!("{}: {e}", std::any::type_name::<Self>()))
+            }),
             Some((&v, _)) => Err(StoreError::Corrupt(format!(
                 "{} record version {v}, expected {}",
                 std::any::type_name::<Self>(),
                 Self::VERSION
             ))),
-            None => Err(StoreError::Corrupt(format!("empty {} record", std::any::type_name::<Self>()))),
+            None => Err(StoreError::Corrupt(format!(
+                "empty {} record",
+                std::any::type_name::<Self>()
+            ))),
         }
     }
 }
@@ -142,7 +208,11 @@ impl Record for DedupeWindow {
 impl DedupeWindow {
     /// The payload CRC stored with `key`, when it was accepted.
     pub fn find(&self, seq: u16, time_ms: u64) -> Option<u32> {
-        self.recent.iter().rev().find(|k| k.0 == seq && k.1 == time_ms).map(|k| k.2)
+        self.recent
+            .iter()
+            .rev()
+            .find(|k| k.0 == seq && k.1 == time_ms)
+            .map(|k| k.2)
     }
 
     pub fn remember(&mut self, seq: u16, time_ms: u64, crc: u32) {
@@ -201,12 +271,18 @@ pub(crate) fn pair_key(device_id: u64, n: u64) -> [u8; 16] {
     k
 }
 
-pub(crate) fn get_record<T: Record>(r: &(impl engine::Read + ?Sized), table: Table, key: &[u8]) -> Result<Option<T>> {
+pub(crate) fn get_record<T: Record>(
+    r: &(impl engine::Read + ?Sized),
+    table: Table,
+    key: &[u8],
+) -> Result<Option<T>> {
     r.get(table, key)?.map(|b| T::from_bytes(&b)).transpose()
 }
 
 fn decode_u64(bytes: &[u8]) -> Result<u64> {
-    let b: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt("counter is not 8 bytes".into()))?;
+    let b: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("counter is not 8 bytes".into()))?;
     Ok(u64::from_le_bytes(b))
 }
 
@@ -225,7 +301,9 @@ impl Store {
             EngineKind::Sled => Box::new(sled::SledEngine::open(dir)?),
             #[cfg(not(feature = "sled"))]
             EngineKind::Sled => {
-                return Err(StoreError::Engine("this build has no sled engine (cargo feature `sled`)".into()))
+                return Err(StoreError::Engine(
+                    "this build has no sled engine (cargo feature `sled`)".into(),
+                ))
             }
         };
         Self::with_engine(engine)
@@ -248,7 +326,9 @@ impl Store {
         let mut body = Some(body);
         let mut out = None;
         self.engine.write(&mut |tx| {
-            let body = body.take().ok_or_else(|| StoreError::Engine("transaction body ran twice".into()))?;
+            let body = body
+                .take()
+                .ok_or_else(|| StoreError::Engine("transaction body ran twice".into()))?;
             out = Some(body(&mut WriteTx { tx })?);
             Ok(())
         })?;
@@ -286,12 +366,19 @@ impl Store {
     }
 
     pub fn counter(&self, name: &str) -> Result<u64> {
-        self.engine.get(tables::COUNTERS, name.as_bytes())?.map_or(Ok(0), |b| decode_u64(&b))
+        self.engine
+            .get(tables::COUNTERS, name.as_bytes())?
+            .map_or(Ok(0), |b| decode_u64(&b))
     }
 
     pub fn counters(&self) -> Result<BTreeMap<String, u64>> {
         self.engine
-            .scan(tables::COUNTERS, (Bound::Unbounded, Bound::Unbounded), false, usize::MAX)?
+            .scan(
+                tables::COUNTERS,
+                (Bound::Unbounded, Bound::Unbounded),
+                false,
+                usize::MAX,
+            )?
             .into_iter()
             .map(|(k, v)| Ok((String::from_utf8_lossy(&k).into_owned(), decode_u64(&v)?)))
             .collect()
@@ -301,20 +388,39 @@ impl Store {
     pub fn events(&self, device_id: u64, limit: usize) -> Result<Vec<VehicleEvent>> {
         let (lo, hi) = (pair_key(device_id, 0), pair_key(device_id, u64::MAX));
         self.engine
-            .scan(tables::EVENTS, (Bound::Included(&lo[..]), Bound::Included(&hi[..])), true, limit)?
+            .scan(
+                tables::EVENTS,
+                (Bound::Included(&lo[..]), Bound::Included(&hi[..])),
+                true,
+                limit,
+            )?
             .iter()
             .map(|(_, v)| VehicleEvent::from_bytes(v))
             .collect()
     }
 
     /// Battery aggregates of hours `from_hour..=to_hour`, oldest first.
-    pub fn battery_hours(&self, device_id: u64, from_hour: u64, to_hour: u64) -> Result<Vec<(u64, BatteryHour)>> {
+    pub fn battery_hours(
+        &self,
+        device_id: u64,
+        from_hour: u64,
+        to_hour: u64,
+    ) -> Result<Vec<(u64, BatteryHour)>> {
         let (lo, hi) = (pair_key(device_id, from_hour), pair_key(device_id, to_hour));
         self.engine
-            .scan(tables::BATTERY_HOURLY, (Bound::Included(&lo[..]), Bound::Included(&hi[..])), false, usize::MAX)?
+            .scan(
+                tables::BATTERY_HOURLY,
+                (Bound::Included(&lo[..]), Bound::Included(&hi[..])),
+                false,
+                usize::MAX,
+            )?
             .iter()
             .map(|(k, v)| {
-                let hour = u64::from_be_bytes(k[8..16].try_into().map_err(|_| StoreError::Corrupt("hour key".into()))?);
+                let hour = u64::from_be_bytes(
+                    k[8..16]
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("hour key".into()))?,
+                );
                 Ok((hour, BatteryHour::from_bytes(v)?))
             })
             .collect()
@@ -325,7 +431,11 @@ impl Store {
     }
 
     /// Parked battery samples from `from_hour` on (R-LEAD-BATT).
-    pub fn battery_window(&self, device_id: u64, from_hour: u64) -> Result<crate::domain::lead::BatteryWindow> {
+    pub fn battery_window(
+        &self,
+        device_id: u64,
+        from_hour: u64,
+    ) -> Result<crate::domain::lead::BatteryWindow> {
         battery_window(&*self.engine, device_id, from_hour)
     }
 }
@@ -335,9 +445,17 @@ fn battery_window(
     device_id: u64,
     from_hour: u64,
 ) -> Result<crate::domain::lead::BatteryWindow> {
-    let (lo, hi) = (pair_key(device_id, from_hour), pair_key(device_id, u64::MAX));
+    let (lo, hi) = (
+        pair_key(device_id, from_hour),
+        pair_key(device_id, u64::MAX),
+    );
     let mut w = crate::domain::lead::BatteryWindow::default();
-    for (_, v) in r.scan(tables::BATTERY_HOURLY, (Bound::Included(&lo[..]), Bound::Included(&hi[..])), false, usize::MAX)? {
+    for (_, v) in r.scan(
+        tables::BATTERY_HOURLY,
+        (Bound::Included(&lo[..]), Bound::Included(&hi[..])),
+        false,
+        usize::MAX,
+    )? {
         let h = BatteryHour::from_bytes(&v)?;
         w.sum_mv += h.parked_sum_mv;
         w.samples += h.parked_n as u64;
@@ -349,12 +467,18 @@ fn battery_window(
 /// one runs each step in order, in the same transaction; a newer one is
 /// refused rather than misread.
 fn migrate(tx: &mut WriteTx<'_>) -> Result<()> {
-    let found = tx.tx.get(tables::META, SCHEMA_KEY)?.and_then(|b| b.try_into().ok().map(u32::from_le_bytes));
+    let found = tx
+        .tx
+        .get(tables::META, SCHEMA_KEY)?
+        .and_then(|b| b.try_into().ok().map(u32::from_le_bytes));
     match found {
         None => {}
         Some(v) if v == SCHEMA_VERSION => return Ok(()),
         Some(v) if v > SCHEMA_VERSION => {
-            return Err(StoreError::SchemaTooNew { found: v, known: SCHEMA_VERSION });
+            return Err(StoreError::SchemaTooNew {
+                found: v,
+                known: SCHEMA_VERSION,
+            });
         }
         Some(v) => {
             // Each future step `v -> v + 1` goes here, e.g.
@@ -362,7 +486,8 @@ fn migrate(tx: &mut WriteTx<'_>) -> Result<()> {
             let _ = v;
         }
     }
-    tx.tx.put(tables::META, SCHEMA_KEY, &SCHEMA_VERSION.to_le_bytes())
+    tx.tx
+        .put(tables::META, SCHEMA_KEY, &SCHEMA_VERSION.to_le_bytes())
 }
 
 /// A write transaction with typed operations.
@@ -381,7 +506,8 @@ impl WriteTx<'_> {
     }
 
     pub fn put_vehicle(&mut self, v: &Vehicle) -> Result<()> {
-        self.tx.put(tables::VEHICLES, &device_key(v.device_id), &v.to_bytes())
+        self.tx
+            .put(tables::VEHICLES, &device_key(v.device_id), &v.to_bytes())
     }
 
     pub fn dedupe(&self, device_id: u64) -> Result<DedupeWindow> {
@@ -389,37 +515,56 @@ impl WriteTx<'_> {
     }
 
     pub fn put_dedupe(&mut self, device_id: u64, w: &DedupeWindow) -> Result<()> {
-        self.tx.put(tables::DEDUPE, &device_key(device_id), &w.to_bytes())
+        self.tx
+            .put(tables::DEDUPE, &device_key(device_id), &w.to_bytes())
     }
 
     pub fn add_counter(&mut self, name: &str, delta: i64) -> Result<u64> {
-        let now = self.tx.get(tables::COUNTERS, name.as_bytes())?.map_or(Ok(0), |b| decode_u64(&b))?;
+        let now = self
+            .tx
+            .get(tables::COUNTERS, name.as_bytes())?
+            .map_or(Ok(0), |b| decode_u64(&b))?;
         let next = now.saturating_add_signed(delta);
         if next == 0 {
             self.tx.delete(tables::COUNTERS, name.as_bytes())?;
         } else {
-            self.tx.put(tables::COUNTERS, name.as_bytes(), &next.to_le_bytes())?;
+            self.tx
+                .put(tables::COUNTERS, name.as_bytes(), &next.to_le_bytes())?;
         }
         Ok(next)
     }
 
     pub fn counter(&self, name: &str) -> Result<u64> {
-        self.tx.get(tables::COUNTERS, name.as_bytes())?.map_or(Ok(0), |b| decode_u64(&b))
+        self.tx
+            .get(tables::COUNTERS, name.as_bytes())?
+            .map_or(Ok(0), |b| decode_u64(&b))
     }
 
     pub fn set_counter(&mut self, name: &str, value: u64) -> Result<()> {
-        self.tx.put(tables::COUNTERS, name.as_bytes(), &value.to_le_bytes())
+        self.tx
+            .put(tables::COUNTERS, name.as_bytes(), &value.to_le_bytes())
     }
 
     /// Parked battery samples from `from_hour` on (R-LEAD-BATT).
-    pub fn battery_window(&self, device_id: u64, from_hour: u64) -> Result<crate::domain::lead::BatteryWindow> {
+    pub fn battery_window(
+        &self,
+        device_id: u64,
+        from_hour: u64,
+    ) -> Result<crate::domain::lead::BatteryWindow> {
         battery_window(&*self.tx, device_id, from_hour)
     }
 
     /// Adds one battery sample to its hour's aggregate.
-    pub fn add_battery_sample(&mut self, device_id: u64, hour: u64, engine: EngineState, mv: u16) -> Result<()> {
+    pub fn add_battery_sample(
+        &mut self,
+        device_id: u64,
+        hour: u64,
+        engine: EngineState,
+        mv: u16,
+    ) -> Result<()> {
         let key = pair_key(device_id, hour);
-        let mut agg: BatteryHour = get_record(&*self.tx, tables::BATTERY_HOURLY, &key)?.unwrap_or_default();
+        let mut agg: BatteryHour =
+            get_record(&*self.tx, tables::BATTERY_HOURLY, &key)?.unwrap_or_default();
         agg.add(engine, mv);
         self.tx.put(tables::BATTERY_HOURLY, &key, &agg.to_bytes())
     }
@@ -429,10 +574,14 @@ impl WriteTx<'_> {
     /// out of the bounded window.
     pub fn append_event(&mut self, v: &mut Vehicle, event: &VehicleEvent) -> Result<()> {
         let n = v.events_written;
-        self.tx.put(tables::EVENTS, &pair_key(v.device_id, n), &event.to_bytes())?;
+        self.tx
+            .put(tables::EVENTS, &pair_key(v.device_id, n), &event.to_bytes())?;
         v.events_written += 1;
         if n >= EVENTS_PER_VEHICLE {
-            self.tx.delete(tables::EVENTS, &pair_key(v.device_id, n - EVENTS_PER_VEHICLE))?;
+            self.tx.delete(
+                tables::EVENTS,
+                &pair_key(v.device_id, n - EVENTS_PER_VEHICLE),
+            )?;
         }
         Ok(())
     }
@@ -441,7 +590,12 @@ impl WriteTx<'_> {
     /// returns how many.
     pub fn prune_battery(&mut self, device_id: u64, before_hour: u64) -> Result<usize> {
         let (lo, hi) = (pair_key(device_id, 0), pair_key(device_id, before_hour));
-        let old = self.tx.scan(tables::BATTERY_HOURLY, (Bound::Included(&lo[..]), Bound::Excluded(&hi[..])), false, 10_000)?;
+        let old = self.tx.scan(
+            tables::BATTERY_HOURLY,
+            (Bound::Included(&lo[..]), Bound::Excluded(&hi[..])),
+            false,
+            10_000,
+        )?;
         for (k, _) in &old {
             self.tx.delete(tables::BATTERY_HOURLY, k)?;
         }
@@ -464,7 +618,15 @@ mod tests {
     fn schema_is_stamped_and_a_newer_one_refused() {
         let (dir, store) = open();
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-        store.write(|tx| tx.raw().put(tables::META, SCHEMA_KEY, &(SCHEMA_VERSION + 1).to_le_bytes())).unwrap();
+        store
+            .write(|tx| {
+                tx.raw().put(
+                    tables::META,
+                    SCHEMA_KEY,
+                    &(SCHEMA_VERSION + 1).to_le_bytes(),
+                )
+            })
+            .unwrap();
         drop(store);
         match Store::open(dir.path(), EngineKind::Redb) {
             Err(StoreError::SchemaTooNew { found, .. }) => assert_eq!(found, SCHEMA_VERSION + 1),
@@ -479,18 +641,25 @@ mod tests {
         assert_eq!(b[0], DedupeWindow::VERSION);
         assert_eq!(DedupeWindow::from_bytes(&b).unwrap(), w);
         b[0] = 99;
-        assert!(matches!(DedupeWindow::from_bytes(&b), Err(StoreError::Corrupt(_))));
-        assert!(matches!(DedupeWindow::from_bytes(&[]), Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            DedupeWindow::from_bytes(&b),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(
+            DedupeWindow::from_bytes(&[]),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 
     #[test]
     fn counters_add_in_the_transaction_and_survive_reopen() {
         let (dir, store) = open();
-        store.write(|tx| {
-            tx.add_counter(counters::MESSAGES, 5)?;
-            tx.add_counter(counters::MESSAGES, 2)
-        })
-        .unwrap();
+        store
+            .write(|tx| {
+                tx.add_counter(counters::MESSAGES, 5)?;
+                tx.add_counter(counters::MESSAGES, 2)
+            })
+            .unwrap();
         let failed: Result<()> = store.write(|tx| {
             tx.add_counter(counters::MESSAGES, 100)?;
             Err(StoreError::Aborted("no".into()))
@@ -509,7 +678,13 @@ mod tests {
         store
             .write(|tx| {
                 for i in 0..(EVENTS_PER_VEHICLE + 10) {
-                    let e = VehicleEvent { at_ms: i, received_ms: i, kind: EventKind::IgnitionOn { odometer_km: i as u32 } };
+                    let e = VehicleEvent {
+                        at_ms: i,
+                        received_ms: i,
+                        kind: EventKind::IgnitionOn {
+                            odometer_km: i as u32,
+                        },
+                    };
                     tx.append_event(&mut v, &e)?;
                 }
                 tx.put_vehicle(&v)
@@ -538,7 +713,17 @@ mod tests {
         assert_eq!(hours.len(), 2);
         assert_eq!(
             hours[0],
-            (100, BatteryHour { parked_sum_mv: 23_300, parked_n: 2, running_sum_mv: 14_200, running_n: 1, min_mv: 11_600, max_mv: 14_200 })
+            (
+                100,
+                BatteryHour {
+                    parked_sum_mv: 23_300,
+                    parked_n: 2,
+                    running_sum_mv: 14_200,
+                    running_n: 1,
+                    min_mv: 11_600,
+                    max_mv: 14_200
+                }
+            )
         );
         assert_eq!(store.write(|tx| tx.prune_battery(1, 101)).unwrap(), 1);
         assert_eq!(store.battery_hours(1, 0, u64::MAX).unwrap().len(), 1);

@@ -4,7 +4,10 @@
 
 pub mod api;
 pub mod auth;
+pub mod session;
+pub mod users;
 pub mod views;
+pub mod views_auth;
 
 use std::sync::Arc;
 
@@ -27,9 +30,29 @@ const STATUS_PAGE_LEADS: usize = 200;
 /// or 5% of a smaller file system.
 const MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// The routes behind a session as (method, path): the route-table test
+/// walks them without one. Add a page's route here when mounting it in
+/// [`router`]'s `pages`.
+pub fn session_routes() -> Vec<(&'static str, &'static str)> {
+    let mut all = vec![("GET", "/"), ("POST", "/logout")];
+    all.extend_from_slice(users::ROUTES);
+    all
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    // Every route here needs a live session (session::gate): a page added
+    // to it is closed to strangers whatever its handler takes.
+    let pages = Router::new()
         .route("/", get(status_page))
+        .route("/logout", axum::routing::post(session::logout))
+        .merge(users::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            session::gate,
+        ));
+    Router::new()
+        .merge(pages)
+        .merge(session::open_routes())
         .route("/healthz", get(healthz))
         .route("/static/forecourt.css", get(stylesheet))
         .fallback(not_found)
@@ -80,13 +103,20 @@ pub fn health(state: &AppState) -> Health {
             let free = fs.blocks_available() * fs.fragment_size();
             let size = fs.blocks() * fs.fragment_size();
             if free < MIN_FREE_BYTES.min(size / 20) {
-                problems.push(format!("disk nearly full: {} MiB free for the data directory", free / (1024 * 1024)));
+                problems.push(format!(
+                    "disk nearly full: {} MiB free for the data directory",
+                    free / (1024 * 1024)
+                ));
             }
         }
         Err(e) => problems.push(format!("cannot check free disk space: {e}")),
     }
     Health {
-        status: if problems.is_empty() { "ok" } else { "degraded" },
+        status: if problems.is_empty() {
+            "ok"
+        } else {
+            "degraded"
+        },
         vehicles: t.vehicles,
         messages: t.messages,
         duplicates: t.duplicates,
@@ -94,8 +124,14 @@ pub fn health(state: &AppState) -> Health {
         problems,
         links,
         ingest: IngestHealth {
-            batches: state.totals.batches.load(std::sync::atomic::Ordering::Relaxed),
-            events: state.totals.batched_events.load(std::sync::atomic::Ordering::Relaxed),
+            batches: state
+                .totals
+                .batches
+                .load(std::sync::atomic::Ordering::Relaxed),
+            events: state
+                .totals
+                .batched_events
+                .load(std::sync::atomic::Ordering::Relaxed),
         },
         uptime_s: state.clock.now_ms().saturating_sub(state.started_ms) / 1000,
     }
@@ -109,15 +145,29 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
 async fn status_page(State(state): State<Arc<AppState>>) -> Response {
     let now = state.clock.now_ms();
     let s = state.clone();
-    let vehicles = tokio::task::spawn_blocking(move || s.store.vehicles(None, STATUS_PAGE_UNITS)).await;
+    let vehicles =
+        tokio::task::spawn_blocking(move || s.store.vehicles(None, STATUS_PAGE_UNITS)).await;
     let vehicles = match vehicles {
         Ok(Ok(v)) => v,
-        Ok(Err(e)) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &format!("The store cannot be read: {e}")),
-        Err(_) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, "The page could not be built."),
+        Ok(Err(e)) => {
+            return error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("The store cannot be read: {e}"),
+            )
+        }
+        Err(_) => {
+            return error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The page could not be built.",
+            )
+        }
     };
     let s = state.clone();
     let leads = tokio::task::spawn_blocking(move || -> Result<_, crate::store::StoreError> {
-        let filter = crate::store::leads::LeadFilter { status: Some(crate::domain::lead::LeadStatus::Open), ..Default::default() };
+        let filter = crate::store::leads::LeadFilter {
+            status: Some(crate::domain::lead::LeadStatus::Open),
+            ..Default::default()
+        };
         let open = s.store.leads(&filter, None, STATUS_PAGE_LEADS)?.leads;
         let counts = crate::leads::lead_counts(&s.store, now)?;
         Ok((open, counts))
@@ -125,8 +175,18 @@ async fn status_page(State(state): State<Arc<AppState>>) -> Response {
     .await;
     let (open_leads, counts) = match leads {
         Ok(Ok(l)) => l,
-        Ok(Err(e)) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &format!("The store cannot be read: {e}")),
-        Err(_) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, "The page could not be built."),
+        Ok(Err(e)) => {
+            return error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("The store cannot be read: {e}"),
+            )
+        }
+        Err(_) => {
+            return error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The page could not be built.",
+            )
+        }
     };
     let health = health(&state);
     views::status(&views::StatusView {
@@ -143,7 +203,10 @@ async fn status_page(State(state): State<Arc<AppState>>) -> Response {
 
 async fn stylesheet() -> Response {
     (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")],
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
         views::CSS,
     )
         .into_response()

@@ -452,6 +452,37 @@ pub fn http_get_with(addr: &str, path: &str, headers: &[(&str, &str)]) -> String
     }
 }
 
+/// Creates the first admin with the one-time setup code the appliance
+/// wrote to its data directory, and returns the session's `Cookie` header
+/// value.
+pub fn login_first_admin(app: &Appliance) -> String {
+    let code = std::fs::read_to_string(app.data_dir.join("setup-code"))
+        .expect("setup code written at first start");
+    let form = format!(
+        "code={}&name=admin&display_name=Admin&password=correct-horse-battery&password_again=correct-horse-battery",
+        code.trim()
+    );
+    let mut s = std::net::TcpStream::connect(&app.http).expect("connect");
+    write!(
+        s,
+        "POST /setup HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+        app.http,
+        form.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let cookie = out
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("no session cookie from /setup: {out}"));
+    cookie.to_string()
+}
+
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
