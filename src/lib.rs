@@ -1,24 +1,32 @@
 //! Forecourt: an offline-first workshop appliance. It hears CC-Link dongles
-//! over serial and CAN, keeps what they report in an embedded store, and
-//! serves the workshop's staff on the LAN. Data flows one way:
+//! over serial and CAN, turns what they report into service leads, keeps
+//! everything in an embedded store, and serves the workshop's staff on the
+//! LAN. Data flows one way:
 //!
 //! ```text
-//! dongle --(serial | CAN)--> link --> ingest --> store --> web
-//!                                       ^
-//!                                     clock
+//! dongle --(serial | CAN)--> link --> ingest --> rules --> store --> web / api
+//!                                       ^                    |
+//!                                     clock               outbox --> (sync)
 //! ```
 //!
 //! Module map:
 //! - [`link`]: bytes to payloads and back (PROTOCOL.md): [`link::frame`]
 //!   COBS + CRC-32C, [`link::message`] typed messages, [`link::isotp`]
 //!   ISO-TP, [`link::serial`] and [`link::can`] the transports.
-//! - [`ingest`]: the one loop that dedupes, applies and commits batches, and
-//!   ACKs only after the commit.
-//! - [`domain`]: pure types and rules (no IO): units and how a message
-//!   changes them.
+//! - [`ingest`]: the one loop and the one writer: dedupes, applies messages
+//!   and the lead rules, commits a batch in one transaction, ACKs after the
+//!   commit; carries out staff and CLI actions; the hourly tick.
+//! - [`domain`]: pure types and rules (no IO): [`domain::vehicle`] units,
+//!   [`domain::lead`] the R-LEAD rules, [`domain::consent`] R-VEH-4,
+//!   [`domain::catalog`] labour hours, DTC texts, brands and its CSV.
+//! - [`leads`]: rule effects into lead records, counters, outbox and
+//!   notifications; the lead actions.
 //! - [`store`]: the only module that touches the database: the engine
-//!   trait (redb, sled), typed tables, records, counters, schema version.
-//! - [`web`]: `/healthz` and the status page (axum + maud).
+//!   trait (redb, sled), typed tables, records, counters, schema version,
+//!   leads, tokens, users and sessions.
+//! - [`web`]: `/healthz`, the status page, the JSON API ([`web::api`],
+//!   [`web::auth`] tokens and roles), staff sessions and users
+//!   ([`web::session`], [`web::users`]); views in [`web::views`].
 //! - [`control`]: the owner-only Unix socket through which commands reach
 //!   a running appliance.
 //! - [`app`]: starts and stops everything in order.
