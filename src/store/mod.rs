@@ -98,12 +98,12 @@ pub mod tables {
         id: 12,
         name: "outbox",
     };
-    /// notification id (u64 BE) -> [`Notification`]
+    /// notification id (u64 BE) -> [`super::leads::Notification`]
     pub const NOTIFICATIONS: Table = Table {
         id: 13,
         name: "notifications",
     };
-    /// message id (u64 BE) -> [`CustomerMessage`]
+    /// message id (u64 BE) -> [`super::leads::CustomerMessage`]
     pub const MESSAGES: Table = Table {
         id: 14,
         name: "messages",
