@@ -721,12 +721,27 @@ impl Ingest {
             };
             let Some(last) = page.last() else { break };
             after = Some(last.device_id);
-            if let Err(e) = self.store.write(|tx| {
-                for v in &page {
-                    tx.prune_battery(v.device_id, prune_before)?;
-                }
+            // Only write (and fsync) when there is something to drop.
+            let stale: Vec<u64> = page
+                .iter()
+                .filter(|v| {
+                    self.store
+                        .battery_hours(v.device_id, 0, prune_before.saturating_sub(1))
+                        .is_ok_and(|h| !h.is_empty())
+                })
+                .map(|v| v.device_id)
+                .collect();
+            let pruned = if stale.is_empty() {
                 Ok(())
-            }) {
+            } else {
+                self.store.write(|tx| {
+                    for id in &stale {
+                        tx.prune_battery(*id, prune_before)?;
+                    }
+                    Ok(())
+                })
+            };
+            if let Err(e) = pruned {
                 tracing::warn!(error = %e, "tick: cannot prune battery aggregates");
                 return;
             }
@@ -759,13 +774,30 @@ impl Ingest {
         self.last_tick_hour = hour;
     }
 
+    /// Judges the battery window of `devices` at `now`; writes only the
+    /// units whose leads or rule state changed (most ticks write nothing).
     fn judge_battery(
         &mut self,
         devices: &[u64],
         from_hour: u64,
         now: u64,
     ) -> Result<(), StoreError> {
-        if devices.is_empty() {
+        let mut next = IdSeq {
+            next: self.next_lead_id,
+        };
+        let mut changed: Vec<(u64, RuleState, Vec<Effect>)> = Vec::new();
+        for d in devices {
+            let before = &self.units[d].rules;
+            let mut rules = before.clone();
+            // Ingest is the only writer and every batch is committed: the
+            // store's aggregates are current.
+            let window = self.store.battery_window(*d, from_hour)?;
+            let effects = rules.on_battery(window, now, now, &mut next);
+            if !effects.is_empty() || rules != *before {
+                changed.push((*d, rules, effects));
+            }
+        }
+        if changed.is_empty() {
             return Ok(());
         }
         let cx = LeadContext {
@@ -773,45 +805,29 @@ impl Ingest {
             labour_rate_cents: self.labour_rate_cents,
             now_ms: now,
         };
-        let mut next = IdSeq {
-            next: self.next_lead_id,
-        };
-        let mut rules: Vec<(u64, RuleState)> = devices
-            .iter()
-            .map(|d| (*d, self.units[d].rules.clone()))
-            .collect();
         let units = &self.units;
         let result = self.store.write(|tx| {
-            for (id, r) in rules.iter_mut() {
-                let window = tx.battery_window(*id, from_hour)?;
-                let effects = r.on_battery(window, now, now, &mut next);
-                if effects.is_empty() {
-                    continue;
+            for (id, rules, effects) in &changed {
+                if let Some(v) = units[id].vehicle.as_ref() {
+                    for e in effects {
+                        leads::materialize(tx, &cx, v, e)?;
+                    }
                 }
-                let Some(v) = units[id].vehicle.as_ref() else {
-                    continue;
-                };
-                for e in &effects {
-                    leads::materialize(tx, &cx, v, e)?;
-                }
-                tx.put_rules(*id, r)?;
+                tx.put_rules(*id, rules)?;
             }
             tx.set_counter("ids.lead", next.next - 1)
         });
         match result {
             Ok(()) => {
                 self.next_lead_id = next.next;
-                for (id, r) in rules {
+                for (id, rules, _) in changed {
                     if let Some(u) = self.units.get_mut(&id) {
-                        u.rules = r;
+                        u.rules = rules;
                     }
                 }
                 Ok(())
             }
-            Err(e) => {
-                self.next_lead_id = self.store.counter("ids.lead").unwrap_or(0) + 1;
-                Err(e)
-            }
+            Err(e) => Err(e),
         }
     }
 
