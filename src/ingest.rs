@@ -408,9 +408,8 @@ impl Ingest {
         };
         let msg = match Message::decode(payload) {
             Ok(m) if m.body.is_uplink() => m,
-            Ok(m) => {
+            Ok(_) => {
                 self.log_rejected(&header, "a downlink kind sent by a dongle", now);
-                let _ = m;
                 p.reject("downlink_kind");
                 p.replies.push((reply, self.ack(&header, now)));
                 return;
