@@ -286,6 +286,10 @@ fn future_times_are_accepted_and_past_history_too() {
     let cookie = login_first_admin(&r.app);
     let page = http_get_with(&r.app.http, "/", &[("Cookie", &cookie)]);
     assert!(
+        page.contains("Log out") && page.contains("Admin"),
+        "the staff header says who is logged in"
+    );
+    assert!(
         page.contains("clock ahead"),
         "the skewed unit is flagged on the status page"
     );

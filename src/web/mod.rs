@@ -142,7 +142,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     ([(header::CACHE_CONTROL, "no-store")], Json(h)).into_response()
 }
 
-async fn status_page(State(state): State<Arc<AppState>>) -> Response {
+async fn status_page(State(state): State<Arc<AppState>>, staff: session::Staff) -> Response {
     let now = state.clock.now_ms();
     let s = state.clone();
     let vehicles =
@@ -189,15 +189,18 @@ async fn status_page(State(state): State<Arc<AppState>>) -> Response {
         }
     };
     let health = health(&state);
-    views::status(&views::StatusView {
-        now_ms: now,
-        on_lot_ms: state.settings.on_lot_ms,
-        health: &health,
-        vehicles: &vehicles,
-        capped: vehicles.len() == STATUS_PAGE_UNITS,
-        open_leads: &open_leads,
-        counts: &counts,
-    })
+    views::status(
+        &staff,
+        &views::StatusView {
+            now_ms: now,
+            on_lot_ms: state.settings.on_lot_ms,
+            health: &health,
+            vehicles: &vehicles,
+            capped: vehicles.len() == STATUS_PAGE_UNITS,
+            open_leads: &open_leads,
+            counts: &counts,
+        },
+    )
     .into_response()
 }
 

@@ -9,12 +9,25 @@ use crate::domain::lead::{Lead, LeadType};
 use crate::domain::vehicle::{Power, Vehicle};
 use crate::leads::{describe, LeadCounts};
 use crate::link::message::lamp_name;
+use crate::web::auth::Permission;
+use crate::web::session::Staff;
 use crate::web::Health;
 
 /// The stylesheet, served with the binary.
 pub const CSS: &str = include_str!("forecourt.css");
 
+/// The page frame for anyone: brand, title, the page.
 pub fn layout(title: &str, body: Markup) -> Markup {
+    frame(title, None, body)
+}
+
+/// The page frame for a logged-in member of staff: the pages their role
+/// may open, who they are, and the button to log out.
+pub fn staff_layout(staff: &Staff, title: &str, body: Markup) -> Markup {
+    frame(title, Some(staff), body)
+}
+
+fn frame(title: &str, staff: Option<&Staff>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -28,6 +41,17 @@ pub fn layout(title: &str, body: Markup) -> Markup {
                 header.top {
                     a.brand href="/" { "Forecourt" }
                     span.tagline { "workshop appliance" }
+                    @if let Some(staff) = staff {
+                        nav {
+                            a href="/" { "Status" }
+                            @if staff.can(Permission::ManageUsers) { a href="/users" { "Users" } }
+                        }
+                        form.whoami method="post" action="/logout" {
+                            input type="hidden" name="csrf" value=(staff.csrf);
+                            span { (staff.display_name) " · " (staff.role.as_str()) }
+                            button type="submit" { "Log out" }
+                        }
+                    }
                 }
                 main { (body) }
             }
@@ -61,14 +85,15 @@ pub fn ago(now_ms: u64, then_ms: u64) -> String {
     }
 }
 
-pub fn status(v: &StatusView<'_>) -> Markup {
+pub fn status(staff: &Staff, v: &StatusView<'_>) -> Markup {
     let h = v.health;
     let on_lot = v
         .vehicles
         .iter()
         .filter(|x| x.on_lot(v.now_ms, v.on_lot_ms))
         .count();
-    layout(
+    staff_layout(
+        staff,
         "Status",
         html! {
             section.summary {

@@ -9,7 +9,7 @@ use crate::store::users::UserRecord;
 use crate::web::auth::Role;
 use crate::web::session::{SetupForm, Staff};
 use crate::web::users::{AddUserForm, MIN_PASSWORD_CHARS};
-use crate::web::views::layout;
+use crate::web::views::{layout, staff_layout};
 
 fn message_box(message: Option<&str>) -> Markup {
     html! {
@@ -102,10 +102,10 @@ pub fn users(
     } else {
         draft.role.as_str()
     };
-    layout(
+    staff_layout(
+        staff,
         "Users",
         html! {
-            (signed_in(staff))
             h1 { "Users" }
             table.users {
                 thead { tr { th { "Name" } th { "Display name" } th { "Role" } th { "State" } th { "Changed" } } }
@@ -139,10 +139,10 @@ pub fn users(
 
 pub fn user(staff: &Staff, user: &UserRecord, message: Option<&str>) -> Markup {
     let path = format!("/users/{}", user.name);
-    layout(
+    staff_layout(
+        staff,
         &user.display_name,
         html! {
-            (signed_in(staff))
             p { a href="/users" { "All users" } }
             h1 { (user.display_name) " " span.muted.mono { "(" (user.name) ")" } }
             (message_box(message))
