@@ -88,7 +88,8 @@ pub mod tables {
         id: 10,
         name: "leads_by_device",
     };
-    /// opened_at (u64 BE) ++ lead id (u64 BE) -> (): leads newest first
+    /// Schema 1 only (opened_at ++ lead id): replaced by [`LEAD_ORDER`] and
+    /// emptied by the migration to 2; listed so its id is never reused.
     pub const LEADS_BY_OPENED: Table = Table {
         id: 11,
         name: "leads_by_opened",
@@ -132,6 +133,13 @@ pub mod tables {
         id: 19,
         name: "sessions",
     };
+    /// sort (u8) ++ lead type (u8) ++ status (u8) ++ sort value (u64 BE)
+    /// ++ lead id (u64 BE) -> (): the lead lists' orders, one range per
+    /// (sort, type, status); see [`super::leads::LeadSort`].
+    pub const LEAD_ORDER: Table = Table {
+        id: 20,
+        name: "lead_order",
+    };
 }
 
 /// Durable totals shown by `/healthz` (SPEC.md: "durable totals since the
@@ -146,7 +154,7 @@ pub mod counters {
 }
 
 /// The schema this build writes. Raise it with a migration in [`migrate`].
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
 /// Events kept per unit; older ones are dropped as new ones arrive.
@@ -480,10 +488,10 @@ fn migrate(tx: &mut WriteTx<'_>) -> Result<()> {
                 known: SCHEMA_VERSION,
             });
         }
+        // Each step `v -> v + 1`, in order, as versions are added.
+        Some(1) => leads::index_lead_orders(tx)?,
         Some(v) => {
-            // Each future step `v -> v + 1` goes here, e.g.
-            // `if v < 2 { migrate_1_to_2(tx)?; }`. Version 1 is the first.
-            let _ = v;
+            return Err(StoreError::Corrupt(format!("unknown schema version {v}")));
         }
     }
     tx.tx
