@@ -67,6 +67,8 @@ pub struct AppState {
     /// Actions for ingest, the one writer of units and leads.
     pub commands: mpsc::Sender<Command>,
     pub started_ms: u64,
+    /// The lot scan running or last run (R-LOT-1).
+    pub lot_scan: crate::web::lot::LotScan,
 }
 
 impl AppState {
@@ -200,6 +202,7 @@ pub async fn start(settings: Settings, clock: SharedClock) -> Result<Running, Ap
         links: handles,
         commands,
         started_ms: clock.now_ms(),
+        lot_scan: Default::default(),
     });
 
     let listener = tokio::net::TcpListener::bind(settings.http_listen)

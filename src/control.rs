@@ -208,7 +208,7 @@ pub async fn handle(state: &AppState, req: Request) -> Response {
                 message: e.to_string(),
             },
         },
-        Request::CatalogCsv => match catalog_in(&state.store) {
+        Request::CatalogCsv => match crate::ingest::catalog_in_use(&state.store) {
             Ok(c) => Response::Csv { text: c.to_csv() },
             Err(e) => Response::Error {
                 message: e.to_string(),
@@ -235,16 +235,6 @@ pub async fn handle(state: &AppState, req: Request) -> Response {
     }
 }
 
-fn catalog_in(
-    store: &crate::store::Store,
-) -> Result<crate::domain::catalog::Catalog, crate::store::StoreError> {
-    let mut catalog = crate::domain::catalog::Catalog::builtin();
-    if let Some(stored) = store.setting::<crate::domain::catalog::Catalog>("catalog")? {
-        catalog.merge(stored);
-    }
-    Ok(catalog)
-}
-
 /// The catalog in use as CSV, from the running appliance or the store.
 pub fn catalog_csv(
     data_dir: &Path,
@@ -257,7 +247,7 @@ pub fn catalog_csv(
                 "unexpected answer {other:?}"
             ))),
         },
-        Target::Offline(store) => Ok(catalog_in(&store)?.to_csv()),
+        Target::Offline(store) => Ok(crate::ingest::catalog_in_use(&store)?.to_csv()),
     }
 }
 

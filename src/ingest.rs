@@ -135,8 +135,26 @@ impl Record for Catalog {
 
 /// Default labour rate until the workshop sets one: 95.00 an hour.
 pub const DEFAULT_LABOUR_RATE_CENTS: u64 = 9_500;
-const CATALOG_SETTING: &str = "catalog";
-const LABOUR_RATE_SETTING: &str = "labour_rate";
+/// Store setting names: the imported catalog rows and the labour rate
+/// (the settings page reads them).
+pub const CATALOG_SETTING: &str = "catalog";
+pub const LABOUR_RATE_SETTING: &str = "labour_rate";
+
+/// The catalog in use: the built-in rows with the imported ones over them.
+pub fn catalog_in_use(store: &Store) -> Result<Catalog, StoreError> {
+    let mut catalog = Catalog::builtin();
+    if let Some(imported) = store.setting::<Catalog>(CATALOG_SETTING)? {
+        catalog.merge(imported);
+    }
+    Ok(catalog)
+}
+
+/// The workshop's labour rate in cents an hour, or the default.
+pub fn labour_rate_in_use(store: &Store) -> Result<u64, StoreError> {
+    Ok(store
+        .setting::<LabourRate>(LABOUR_RATE_SETTING)?
+        .map_or(DEFAULT_LABOUR_RATE_CENTS, |r| r.cents_per_hour))
+}
 
 /// Units that have not said HELLO are asked at most this often.
 const STATUS_REQUEST_INTERVAL_MS: u64 = 10 * 60_000;
@@ -162,6 +180,10 @@ pub enum Action {
     SetLabourRate {
         cents_per_hour: u64,
     },
+    /// R-LOT-1 lot scan: a REQUEST_STATUS to every unit in reach, numbered
+    /// with the appliance's own counter. Ingest holds no link: the caller
+    /// sends the payload it answers on every link.
+    RequestStatusAll,
 }
 
 /// What an action produced.
@@ -182,6 +204,10 @@ pub enum Outcome {
     },
     LabourRate {
         cents_per_hour: u64,
+    },
+    /// An encoded payload (without CRC) for the caller to send.
+    Downlink {
+        payload: Vec<u8>,
     },
 }
 
@@ -255,13 +281,8 @@ impl Ingest {
     ) -> Result<Ingest, StoreError> {
         // The built-in rows under what the importer sent: a new release's
         // defaults arrive, and imported rows still win.
-        let mut catalog = Catalog::builtin();
-        if let Some(stored) = store.setting::<Catalog>(CATALOG_SETTING)? {
-            catalog.merge(stored);
-        }
-        let labour_rate_cents = store
-            .setting::<LabourRate>(LABOUR_RATE_SETTING)?
-            .map_or(DEFAULT_LABOUR_RATE_CENTS, |r| r.cents_per_hour);
+        let catalog = catalog_in_use(&store)?;
+        let labour_rate_cents = labour_rate_in_use(&store)?;
         let next_lead_id = store.counter("ids.lead")? + 1;
         Ok(Ingest {
             store,
@@ -898,6 +919,17 @@ impl Ingest {
                 })?;
                 self.labour_rate_cents = cents_per_hour;
                 Ok(Outcome::LabourRate { cents_per_hour })
+            }
+            Action::RequestStatusAll => {
+                let ask = Message {
+                    seq: self.bump_seq(),
+                    device_id: crate::link::message::BROADCAST,
+                    time_ms: now,
+                    body: Body::RequestStatus,
+                };
+                Ok(Outcome::Downlink {
+                    payload: ask.encode(),
+                })
             }
         }
     }

@@ -621,7 +621,10 @@ fn issue_4_route_table_every_route_without_a_session_is_refused() {
     assert!(routes.len() >= 9, "{routes:?}");
     let bogus = "ab".repeat(32);
     for (method, pattern) in routes {
-        let path = pattern.replace("{name}", "boss");
+        let path = pattern
+            .replace("{name}", "boss")
+            .replace("{id}", "1")
+            .replace("{device_id}", "1");
         for cookie in [None, Some(bogus.as_str())] {
             match method {
                 "GET" => {
@@ -643,13 +646,16 @@ fn issue_4_route_table_every_route_without_a_session_is_refused() {
                 other => panic!("a route with method {other}"),
             }
         }
-        // And each route exists: with the admin's session, not a 404 or 405.
+        // And each route exists: with the admin's session, not the
+        // fallback's 404 (a handler may answer 404 for a lead that is not
+        // there) nor a 405.
         let r = if method == "GET" {
             app.get(&path, Some(&admin))
         } else {
             app.post(&path, Some(&admin), &[])
         };
-        assert!(!matches!(r.status, 404 | 405), "{method} {path}: {r:?}");
+        let no_route = r.status == 404 && r.body.contains("There is no page at this address");
+        assert!(!no_route && r.status != 405, "{method} {path}: {r:?}");
     }
     // Nothing changed: the admin is still one, enabled, with the password.
     assert!(app.login("boss", ADMIN_PASSWORD).redirects_to("/"));

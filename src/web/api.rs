@@ -45,8 +45,6 @@ pub const MAX_BODY: usize = super::MAX_BODY;
 pub const MAX_TEXT_CHARS: usize = 4000;
 /// Longest assignee name, in characters.
 pub const MAX_USER_CHARS: usize = 100;
-/// The store setting that holds imported catalog rows (ingest writes it).
-const CATALOG_SETTING: &str = "catalog";
 
 /// The API's routes, under `/api/v1` (merged into `web::router`).
 pub fn router() -> Router<Arc<AppState>> {
@@ -715,15 +713,27 @@ pub fn model_year(vin: &Vin, now_ms: u64) -> Option<u16> {
         .and_then(|y| u16::try_from(y).ok())
 }
 
-/// What the vehicles list needs besides each vehicle.
-struct VehicleContext {
-    catalog: Catalog,
-    consent_brands: Vec<String>,
-    now_ms: u64,
-    on_lot_ms: u64,
+/// What describing a vehicle needs besides the vehicle.
+pub struct VehicleContext {
+    pub catalog: Catalog,
+    pub consent_brands: Vec<String>,
+    pub now_ms: u64,
+    pub on_lot_ms: u64,
 }
 
-fn vehicle_json(
+impl VehicleContext {
+    pub fn read(state: &AppState) -> Result<VehicleContext, StoreError> {
+        Ok(VehicleContext {
+            catalog: crate::ingest::catalog_in_use(&state.store)?,
+            consent_brands: state.settings.consent_brands.clone(),
+            now_ms: state.clock.now_ms(),
+            on_lot_ms: state.settings.on_lot_ms,
+        })
+    }
+}
+
+/// A vehicle as the API and the pages describe it.
+pub fn vehicle_json(
     store: &Store,
     cx: &VehicleContext,
     v: &Vehicle,
@@ -762,15 +772,6 @@ fn vehicle_json(
         lamps: v.lamps.iter().copied().collect(),
         firmware: v.firmware.map(|f| f.to_string()),
     })
-}
-
-/// The catalog in use: the built-in rows with the imported ones over them.
-fn catalog_in(store: &Store) -> Result<Catalog, StoreError> {
-    let mut catalog = Catalog::builtin();
-    if let Some(imported) = store.setting::<Catalog>(CATALOG_SETTING)? {
-        catalog.merge(imported);
-    }
-    Ok(catalog)
 }
 
 #[derive(Serialize)]
@@ -850,7 +851,7 @@ async fn vehicles(
     let (now_ms, on_lot_ms) = (state.clock.now_ms(), state.settings.on_lot_ms);
     let list = blocking(move || -> Result<VehicleList, StoreError> {
         let cx = VehicleContext {
-            catalog: catalog_in(&store)?,
+            catalog: crate::ingest::catalog_in_use(&store)?,
             consent_brands,
             now_ms,
             on_lot_ms,

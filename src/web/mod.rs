@@ -4,10 +4,20 @@
 
 pub mod api;
 pub mod auth;
+pub mod dashboard;
+pub mod leads;
+pub mod lot;
 pub mod session;
+pub mod settings;
 pub mod users;
+pub mod vehicles;
 pub mod views;
 pub mod views_auth;
+pub mod views_dashboard;
+pub mod views_leads;
+pub mod views_lot;
+pub mod views_settings;
+pub mod views_vehicles;
 
 use std::sync::Arc;
 
@@ -34,8 +44,13 @@ const MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
 /// walks them without one. Add a page's route here when mounting it in
 /// [`router`]'s `pages`.
 pub fn session_routes() -> Vec<(&'static str, &'static str)> {
-    let mut all = vec![("GET", "/"), ("POST", "/logout")];
+    let mut all = vec![("GET", "/status"), ("POST", "/logout")];
+    all.extend_from_slice(dashboard::ROUTES);
+    all.extend_from_slice(leads::ROUTES);
+    all.extend_from_slice(vehicles::ROUTES);
     all.extend_from_slice(users::ROUTES);
+    all.extend_from_slice(lot::ROUTES);
+    all.extend_from_slice(settings::ROUTES);
     all
 }
 
@@ -43,9 +58,14 @@ pub fn router(state: Arc<AppState>) -> Router {
     // Every route here needs a live session (session::gate): a page added
     // to it is closed to strangers whatever its handler takes.
     let pages = Router::new()
-        .route("/", get(status_page))
+        .route("/status", get(status_page))
+        .merge(dashboard::routes())
+        .merge(leads::routes())
+        .merge(vehicles::routes())
         .route("/logout", axum::routing::post(session::logout))
         .merge(users::routes())
+        .merge(lot::routes())
+        .merge(settings::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             session::gate,
@@ -60,6 +80,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         // After the layer, which answers 413 in plain text: the API holds
         // its bodies to the same limit and answers in JSON (api.rs).
         .merge(api::router())
+        // The catalog upload (up to 5 MB): behind the gate, with its own
+        // body limit instead of the 64 KiB one (settings.rs).
+        .merge(settings::upload_routes(state.clone()))
         .with_state(state)
 }
 

@@ -80,6 +80,9 @@ pub enum WebError {
     /// 403: the user's role may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// 400: an address the page cannot show, e.g. an unknown filter.
+    #[error("{0}")]
+    BadRequest(String),
     /// 404
     #[error("{0}")]
     NotFound(String),
@@ -101,6 +104,7 @@ impl WebError {
             | WebError::CrossSite
             | WebError::Csrf
             | WebError::Forbidden(_) => StatusCode::FORBIDDEN,
+            WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WebError::NotFound(_) => StatusCode::NOT_FOUND,
             WebError::BadForm(_) => StatusCode::UNPROCESSABLE_ENTITY,
             WebError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -198,7 +198,8 @@ impl CsrfForm for PasswordForm {
     }
 }
 
-async fn blocking<T: Send + 'static>(
+/// Runs store work off the async threads; a panic there is a 500.
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, WebError> + Send + 'static,
 ) -> Result<T, WebError> {
     tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {

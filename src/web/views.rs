@@ -42,9 +42,14 @@ fn frame(title: &str, staff: Option<&Staff>, body: Markup) -> Markup {
                     a.brand href="/" { "Forecourt" }
                     span.tagline { "workshop appliance" }
                     @if let Some(staff) = staff {
-                        nav {
-                            a href="/" { "Status" }
+                        nav.main {
+                            a href="/" { "Dashboard" }
+                            a href="/leads" { "Leads & error codes" }
+                            a href="/vehicles" { "Vehicles" }
+                            a href="/lot" { "Lot" }
+                            a href="/status" { "Status" }
                             @if staff.can(Permission::ManageUsers) { a href="/users" { "Users" } }
+                            @if staff.can(Permission::ManageSettings) { a href="/settings" { "Settings" } }
                         }
                         form.whoami method="post" action="/logout" {
                             input type="hidden" name="csrf" value=(staff.csrf);
@@ -200,7 +205,7 @@ pub fn error(code: StatusCode, message: &str) -> Markup {
         html! {
             h1 { (code.as_u16()) " " (code.canonical_reason().unwrap_or("")) }
             p { (message) }
-            p { a href="/" { "Back to the status page" } }
+            p { a href="/" { "Back to the dashboard" } }
         },
     )
 }
