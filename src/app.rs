@@ -69,6 +69,8 @@ pub struct AppState {
     pub started_ms: u64,
     /// The lot scan running or last run (R-LOT-1).
     pub lot_scan: crate::web::lot::LotScan,
+    /// The dashboard's figures as of the last commit.
+    pub snapshot: crate::web::dashboard::SnapshotCache,
 }
 
 impl AppState {
@@ -203,6 +205,7 @@ pub async fn start(settings: Settings, clock: SharedClock) -> Result<Running, Ap
         commands,
         started_ms: clock.now_ms(),
         lot_scan: Default::default(),
+        snapshot: Default::default(),
     });
 
     let listener = tokio::net::TcpListener::bind(settings.http_listen)

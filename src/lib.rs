@@ -24,9 +24,12 @@
 //! - [`store`]: the only module that touches the database: the engine
 //!   trait (redb, sled), typed tables, records, counters, schema version,
 //!   leads, tokens, users and sessions.
-//! - [`web`]: `/healthz`, the status page, the JSON API ([`web::api`],
-//!   [`web::auth`] tokens and roles), staff sessions and users
-//!   ([`web::session`], [`web::users`]); views in [`web::views`].
+//! - [`web`]: `/healthz`, the JSON API ([`web::api`], [`web::auth`]
+//!   tokens and roles), staff sessions and users ([`web::session`],
+//!   [`web::users`]), and the staff's pages: [`web::dashboard`],
+//!   [`web::leads`], [`web::vehicles`], [`web::lot`] (with the scan),
+//!   [`web::settings`] and the status page; each page's HTML in its
+//!   `views_*` module on the one layout of [`web::views`].
 //! - [`control`]: the owner-only Unix socket through which commands reach
 //!   a running appliance.
 //! - [`app`]: starts and stops everything in order.

@@ -532,7 +532,12 @@ impl Store {
             None => vec![LeadStatus::Open, LeadStatus::Closed],
         };
         let (lo_value, hi_value) = q.value_bounds(sort);
-        let mut found: Vec<(u64, u64, Lead)> = Vec::new();
+        // When the index range is the whole answer, leads are read only for
+        // the rows shown; otherwise each entry's lead is read to filter it.
+        let by_range =
+            sort == LeadSort::Opened || (sort == LeadSort::Severity && q.severity.is_some());
+        let filtered = !by_range && (q.opened_since_ms.is_some() || q.severity.is_some());
+        let mut found: Vec<(u64, u64, Option<Lead>)> = Vec::new();
         for ty in types.into_iter().filter(|t| sort.applies_to(*t)) {
             for status in &statuses {
                 let prefix = order_prefix(sort, ty, *status);
@@ -562,13 +567,18 @@ impl Store {
                     )?;
                     for (k, _) in &chunk {
                         let (value, id) = order_entry(k)?;
-                        let Some(l) = self.lead(id)? else { continue };
-                        if q.keeps(&l) {
-                            found.push((value, id, l));
-                            kept += 1;
-                            if kept > limit {
-                                break;
+                        let lead = if filtered {
+                            match self.lead(id)? {
+                                Some(l) if q.keeps(&l) => Some(l),
+                                _ => continue,
                             }
+                        } else {
+                            None
+                        };
+                        found.push((value, id, lead));
+                        kept += 1;
+                        if kept > limit {
+                            break;
                         }
                     }
                     match chunk.last() {
@@ -592,7 +602,14 @@ impl Store {
         } else {
             None
         };
-        Ok((found.into_iter().map(|(_, _, l)| l).collect(), next))
+        let mut leads = Vec::with_capacity(found.len());
+        for (_, id, lead) in found {
+            match lead {
+                Some(l) => leads.push(l),
+                None => leads.extend(self.lead(id)?),
+            }
+        }
+        Ok((leads, next))
     }
 
     /// The open lead ids of a vehicle.

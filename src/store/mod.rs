@@ -297,6 +297,9 @@ fn decode_u64(bytes: &[u8]) -> Result<u64> {
 /// The typed store.
 pub struct Store {
     engine: Box<dyn Engine>,
+    /// Committed writes since open: what is read from the store can only
+    /// have changed when this has (caches key on it).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -319,7 +322,10 @@ impl Store {
 
     /// Wraps an open engine and brings its schema up to date.
     pub fn with_engine(engine: Box<dyn Engine>) -> Result<Store> {
-        let store = Store { engine };
+        let store = Store {
+            engine,
+            generation: Default::default(),
+        };
         store.write(migrate)?;
         Ok(store)
     }
@@ -340,7 +346,15 @@ impl Store {
             out = Some(body(&mut WriteTx { tx })?);
             Ok(())
         })?;
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         out.ok_or_else(|| StoreError::Engine("transaction body did not run".into()))
+    }
+
+    /// Rises with every committed write. Read it before reading the store:
+    /// a result computed then is current while this has not moved.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn schema_version(&self) -> Result<u32> {
@@ -377,6 +391,23 @@ impl Store {
         self.engine
             .get(tables::COUNTERS, name.as_bytes())?
             .map_or(Ok(0), |b| decode_u64(&b))
+    }
+
+    /// The sum of the counters named `from..=to` in byte order, read in
+    /// one scan (e.g. one lead type's daily counters over 30 days).
+    pub fn counter_sum(&self, from: &str, to: &str) -> Result<u64> {
+        self.engine
+            .scan(
+                tables::COUNTERS,
+                (
+                    Bound::Included(from.as_bytes()),
+                    Bound::Included(to.as_bytes()),
+                ),
+                false,
+                usize::MAX,
+            )?
+            .iter()
+            .try_fold(0u64, |sum, (_, v)| Ok(sum + decode_u64(v)?))
     }
 
     pub fn counters(&self) -> Result<BTreeMap<String, u64>> {

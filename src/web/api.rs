@@ -1049,15 +1049,9 @@ async fn dashboard(
 ) -> Result<Response, ApiError> {
     require(&caller, Permission::Read, "read the dashboard")?;
     Params::parse(&uri, &[])?;
-    let now = state.clock.now_ms();
-    let store = state.store.clone();
-    let (counts, vehicles) = blocking(move || -> Result<_, StoreError> {
-        Ok((
-            crate::leads::lead_counts(&store, now)?,
-            store.counter(crate::store::counters::VEHICLES)?,
-        ))
-    })
-    .await?;
+    // The figures as of the last commit (web::dashboard::SnapshotCache).
+    let snap = crate::web::dashboard::snapshot(&state).await?;
+    let (now, counts, vehicles) = (snap.computed_ms, snap.counts.clone(), snap.units);
     let severity_names = ["1", "2", "3"];
     let dashboard = Dashboard {
         computed_at: time(now),

@@ -1,8 +1,10 @@
 //! The dashboard (R-DASH-1, R-DASH-2): the workshop's figures, each linking
 //! to the list behind it with a one-line definition, and the time they were
 //! computed. Every figure is read from a counter kept in the same
-//! transaction as the change it counts, so the page costs a few dozen key
-//! reads however many leads there are.
+//! transaction as the change it counts, so reading them costs a few dozen
+//! key reads however many leads there are; and they are read once per
+//! commit, not per request ([`SnapshotCache`]), which is also the time the
+//! page says they were computed.
 //!
 //! The page is a list of [`Section`]s built by [`build`]; the sections of
 //! later features (reminders, conversations, conversions, invitations) are
@@ -10,7 +12,7 @@
 //! figures as JSON for the page's live refresh.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::http::header;
@@ -21,11 +23,11 @@ use serde::Serialize;
 
 use crate::app::AppState;
 use crate::domain::lead::{Lead, LeadStatus, LeadType};
+use crate::leads::{LeadCounts, DAY_MS};
 use crate::store::leads::LeadQuery;
 use crate::store::{Store, StoreError};
 use crate::web::auth::Permission;
 use crate::web::session::{Staff, WebError};
-use crate::web::users::blocking;
 use crate::web::views_dashboard;
 
 /// Newest open leads listed under the figures.
@@ -82,9 +84,85 @@ impl Dashboard {
     }
 }
 
-/// Reads every figure as of `now_ms`.
-pub fn build(store: &Store, now_ms: u64) -> Result<Dashboard, StoreError> {
-    let counts = crate::leads::lead_counts(store, now_ms)?;
+/// What the dashboard, its JSON twins and the lead tabs read, as of one
+/// store generation: the lead counters, the units heard, and the newest
+/// open leads.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub computed_ms: u64,
+    pub counts: LeadCounts,
+    pub units: u64,
+    pub newest: Vec<Lead>,
+    /// The page's body, rendered once per snapshot (the frame around it,
+    /// which names the member of staff, is rendered per request).
+    body: std::sync::OnceLock<String>,
+}
+
+impl Snapshot {
+    fn read(store: &Store, now_ms: u64) -> Result<Snapshot, StoreError> {
+        // Read first: a write during the reads makes the snapshot stale at once.
+        let generation = store.generation();
+        let q = LeadQuery {
+            status: Some(LeadStatus::Open),
+            ..Default::default()
+        };
+        Ok(Snapshot {
+            generation,
+            computed_ms: now_ms,
+            counts: crate::leads::lead_counts(store, now_ms)?,
+            units: store.counter(crate::store::counters::VEHICLES)?,
+            newest: store.lead_list(&q, None, NEWEST_LEADS)?.0,
+            body: Default::default(),
+        })
+    }
+
+    /// Current while nothing was committed since and it is the same day
+    /// (the 30-day figures move at midnight).
+    fn current(&self, store: &Store, now_ms: u64) -> bool {
+        self.generation == store.generation() && self.computed_ms / DAY_MS == now_ms / DAY_MS
+    }
+}
+
+/// The last [`Snapshot`], kept until the store changes: a busy dashboard
+/// costs one read of the counters per commit, not one per request.
+#[derive(Debug, Default)]
+pub struct SnapshotCache(Mutex<Option<Arc<Snapshot>>>);
+
+impl SnapshotCache {
+    /// The snapshot, if still current: no store read, no blocking.
+    pub fn fresh(&self, store: &Store, now_ms: u64) -> Option<Arc<Snapshot>> {
+        let guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        guard.clone().filter(|s| s.current(store, now_ms))
+    }
+
+    /// The current snapshot, read from the store when needed (blocking).
+    pub fn read(&self, store: &Store, now_ms: u64) -> Result<Arc<Snapshot>, StoreError> {
+        if let Some(s) = self.fresh(store, now_ms) {
+            return Ok(s);
+        }
+        let s = Arc::new(Snapshot::read(store, now_ms)?);
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
+        Ok(s)
+    }
+}
+
+/// The current snapshot for a request: from the cache, or read off the
+/// async threads.
+pub async fn snapshot(state: &Arc<AppState>) -> Result<Arc<Snapshot>, StoreError> {
+    let now = state.clock.now_ms();
+    if let Some(s) = state.snapshot.fresh(&state.store, now) {
+        return Ok(s);
+    }
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || st.snapshot.read(&st.store, now))
+        .await
+        .map_err(|e| StoreError::Engine(format!("reading the dashboard panicked: {e}")))?
+}
+
+/// Every figure of a snapshot.
+pub fn build(snapshot: &Snapshot) -> Dashboard {
+    let counts = &snapshot.counts;
     let open_total: u64 = counts.open.values().sum();
     let mut attention = vec![Figure {
         key: "leads.open".into(),
@@ -134,14 +212,14 @@ pub fn build(store: &Store, now_ms: u64) -> Result<Dashboard, StoreError> {
         .collect();
     let vehicles = vec![Figure {
         key: "vehicles.units".into(),
-        value: store.counter(crate::store::counters::VEHICLES)?,
+        value: snapshot.units,
         label: "units heard".into(),
         definition: "CC-Link units that have talked to this appliance since it was set up.".into(),
         href: "/vehicles".into(),
         tone: Tone::Plain,
     }];
-    Ok(Dashboard {
-        computed_ms: now_ms,
+    Dashboard {
+        computed_ms: snapshot.computed_ms,
         sections: vec![
             Section {
                 title: "Needs attention",
@@ -160,7 +238,7 @@ pub fn build(store: &Store, now_ms: u64) -> Result<Dashboard, StoreError> {
                 figures: vehicles,
             },
         ],
-    })
+    }
 }
 
 /// What opens a lead of `ty`, in one phrase (the figures' definitions).
@@ -176,19 +254,11 @@ fn what_opens(ty: LeadType) -> &'static str {
 
 async fn page(State(state): State<Arc<AppState>>, staff: Staff) -> Result<Response, WebError> {
     staff.require(Permission::Read, "read the dashboard")?;
-    let now = state.clock.now_ms();
-    let store = state.store.clone();
-    let (dashboard, newest) = blocking(move || {
-        let dashboard = build(&store, now)?;
-        let q = LeadQuery {
-            status: Some(LeadStatus::Open),
-            ..Default::default()
-        };
-        let (newest, _): (Vec<Lead>, _) = store.lead_list(&q, None, NEWEST_LEADS)?;
-        Ok((dashboard, newest))
-    })
-    .await?;
-    Ok(views_dashboard::page(&staff, &dashboard, &newest).into_response())
+    let snap = snapshot(&state).await?;
+    let body = snap
+        .body
+        .get_or_init(|| views_dashboard::body(&build(&snap), &snap.newest).into_string());
+    Ok(views_dashboard::page(&staff, body).into_response())
 }
 
 #[derive(Serialize)]
@@ -201,9 +271,7 @@ struct FiguresJson {
 /// the JSON API for tools is `/api/v1/dashboard`).
 async fn figures(State(state): State<Arc<AppState>>, staff: Staff) -> Result<Response, WebError> {
     staff.require(Permission::Read, "read the dashboard")?;
-    let now = state.clock.now_ms();
-    let store = state.store.clone();
-    let dashboard = blocking(move || Ok(build(&store, now)?)).await?;
+    let dashboard = build(&*snapshot(&state).await?);
     let body = FiguresJson {
         computed_at: crate::clock::rfc3339(dashboard.computed_ms),
         figures: dashboard

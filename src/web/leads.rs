@@ -291,12 +291,8 @@ async fn list(
     let store = state.store.clone();
     let q = params.query(now);
     let cursor = params.cursor;
-    let (rows, next, counts) = blocking(move || {
-        let (rows, next) = store.lead_list(&q, cursor, PAGE_ROWS)?;
-        let counts = crate::leads::lead_counts(&store, now)?;
-        Ok((rows, next, counts))
-    })
-    .await?;
+    let (rows, next) = blocking(move || Ok(store.lead_list(&q, cursor, PAGE_ROWS)?)).await?;
+    let counts = &crate::web::dashboard::snapshot(&state).await?.counts;
     let next = next.map(|c| ListParams {
         cursor: Some(c),
         ..params.clone()
@@ -308,7 +304,7 @@ async fn list(
             params: &params,
             rows: &rows,
             next: next.as_ref(),
-            counts: &counts,
+            counts,
         },
     )
     .into_response())

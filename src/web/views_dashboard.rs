@@ -36,12 +36,15 @@ const LIVE: &str = r#"
 })();
 "#;
 
-pub fn page(staff: &Staff, d: &Dashboard, newest: &[Lead]) -> Markup {
+/// The dashboard in the staff's frame; `body` from [`body`].
+pub fn page(staff: &Staff, body: &str) -> Markup {
+    staff_layout(staff, "Dashboard", PreEscaped(body.to_owned()))
+}
+
+/// The page's content: the same for every member of staff.
+pub fn body(d: &Dashboard, newest: &[Lead]) -> Markup {
     let computed = rfc3339(d.computed_ms);
-    staff_layout(
-        staff,
-        "Dashboard",
-        html! {
+    html! {
             div.pagehead {
                 h1 { "Dashboard" }
                 p.muted.computed {
@@ -84,6 +87,5 @@ pub fn page(staff: &Staff, d: &Dashboard, newest: &[Lead]) -> Markup {
                 }
             }
             script { (PreEscaped(LIVE)) }
-        },
-    )
+    }
 }
