@@ -510,6 +510,33 @@ async fn refuse(
     lead_page(state, staff, id, status, Some(&refusal)).await
 }
 
+/// Carries out a checked form's action, or shows why it was refused (422)
+/// at the form, with what was typed.
+async fn submit(
+    state: &AppState,
+    staff: &Staff,
+    id: u64,
+    form: &str,
+    typed: &str,
+    action: Result<LeadAction, String>,
+) -> Result<Response, WebError> {
+    match action {
+        Ok(action) => act(state, staff, id, action, form, typed).await,
+        Err(m) => {
+            refuse(
+                state,
+                staff,
+                id,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &m,
+                form,
+                typed,
+            )
+            .await
+        }
+    }
+}
+
 async fn assign(
     State(state): State<Arc<AppState>>,
     Path(raw): Path<String>,
@@ -518,30 +545,9 @@ async fn assign(
     let StaffForm { staff, form } = f;
     staff.require(Permission::AssignLead, "assign leads")?;
     let id = parse_id(&raw)?;
-    let user = match form_text("user", &form.user, MAX_USER_CHARS) {
-        Ok(u) => u,
-        Err(m) => {
-            return refuse(
-                &state,
-                &staff,
-                id,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &m,
-                "assign",
-                "",
-            )
-            .await
-        }
-    };
-    act(
-        &state,
-        &staff,
-        id,
-        LeadAction::Assign { lead_id: id, user },
-        "assign",
-        "",
-    )
-    .await
+    let action = form_text("user", &form.user, MAX_USER_CHARS)
+        .map(|user| LeadAction::Assign { lead_id: id, user });
+    submit(&state, &staff, id, "assign", "", action).await
 }
 
 async fn close(
@@ -552,30 +558,16 @@ async fn close(
     let StaffForm { staff, form } = f;
     staff.require(Permission::CloseLead, "close leads")?;
     let id = parse_id(&raw)?;
-    let reason = form_text("reason", &form.reason, MAX_TEXT_CHARS).and_then(|r| {
-        r.ok_or_else(|| "Say why the lead is closed: the reason stays in its history.".to_string())
-    });
-    let note = match reason {
-        Ok(r) => r,
-        Err(m) => {
-            return refuse(
-                &state,
-                &staff,
-                id,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &m,
-                "close",
-                &form.reason,
-            )
-            .await
-        }
-    };
-    let action = LeadAction::Close {
-        lead_id: id,
-        note: Some(note),
-        customer: false,
-    };
-    act(&state, &staff, id, action, "close", &form.reason).await
+    let action = form_text("reason", &form.reason, MAX_TEXT_CHARS)
+        .and_then(|r| {
+            r.ok_or_else(|| "Say why the lead is closed: the reason stays in its history.".into())
+        })
+        .map(|note| LeadAction::Close {
+            lead_id: id,
+            note: Some(note),
+            customer: false,
+        });
+    submit(&state, &staff, id, "close", &form.reason, action).await
 }
 
 async fn reopen(
@@ -586,15 +578,8 @@ async fn reopen(
     let staff = f.staff;
     staff.require(Permission::ReopenLead, "reopen leads")?;
     let id = parse_id(&raw)?;
-    act(
-        &state,
-        &staff,
-        id,
-        LeadAction::Reopen { lead_id: id },
-        "reopen",
-        "",
-    )
-    .await
+    let action = Ok(LeadAction::Reopen { lead_id: id });
+    submit(&state, &staff, id, "reopen", "", action).await
 }
 
 async fn note(
@@ -605,33 +590,10 @@ async fn note(
     let StaffForm { staff, form } = f;
     staff.require(Permission::AnnotateLead, "add notes to leads")?;
     let id = parse_id(&raw)?;
-    let text = form_text("note", &form.text, MAX_TEXT_CHARS)
-        .and_then(|t| t.ok_or_else(|| "The note is empty.".to_string()));
-    match text {
-        Ok(text) => {
-            act(
-                &state,
-                &staff,
-                id,
-                LeadAction::Note { lead_id: id, text },
-                "note",
-                &form.text,
-            )
-            .await
-        }
-        Err(m) => {
-            refuse(
-                &state,
-                &staff,
-                id,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &m,
-                "note",
-                &form.text,
-            )
-            .await
-        }
-    }
+    let action = form_text("note", &form.text, MAX_TEXT_CHARS)
+        .and_then(|t| t.ok_or_else(|| "The note is empty.".into()))
+        .map(|text| LeadAction::Note { lead_id: id, text });
+    submit(&state, &staff, id, "note", &form.text, action).await
 }
 
 async fn message(
@@ -642,25 +604,10 @@ async fn message(
     let StaffForm { staff, form } = f;
     staff.require(Permission::MessageCustomer, "message customers")?;
     let id = parse_id(&raw)?;
-    match form_text("message", &form.text, MAX_TEXT_CHARS) {
-        // Empty: the lead type's template (leads::template).
-        Ok(text) => {
-            let action = LeadAction::Message { lead_id: id, text };
-            act(&state, &staff, id, action, "message", &form.text).await
-        }
-        Err(m) => {
-            refuse(
-                &state,
-                &staff,
-                id,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &m,
-                "message",
-                &form.text,
-            )
-            .await
-        }
-    }
+    // Empty: the lead type's template (leads::template).
+    let action = form_text("message", &form.text, MAX_TEXT_CHARS)
+        .map(|text| LeadAction::Message { lead_id: id, text });
+    submit(&state, &staff, id, "message", &form.text, action).await
 }
 
 #[cfg(test)]

@@ -402,6 +402,9 @@ pub fn read_lot(
             open_leads,
         });
     }
+    // Those that need a look first (a stable sort keeps the most recently
+    // heard first within each group): what a technician walks to.
+    rows.sort_by_key(|r| r.attention.is_empty());
     Ok(Lot {
         rows,
         on_lot,

@@ -35,8 +35,8 @@ pub fn lot(staff: &Staff, v: &LotView<'_>) -> Markup {
         html! {
             h1 { "Lot" }
             p.muted {
-                "Vehicles whose unit was heard in the last " (v.on_lot_ms / 60_000) " minutes. "
-                "A scan asks every unit in reach to answer now."
+                "Vehicles whose unit was heard in the last " (v.on_lot_ms / 60_000) " minutes, "
+                "those that need a look first. A scan asks every unit in reach to answer now."
             }
             section.summary {
                 div.figure { span.value { (v.lot.on_lot) } span.label { "on the lot" } }
