@@ -284,7 +284,7 @@ fn future_times_are_accepted_and_past_history_too() {
     let h = r.app.wait_until(|h| h["messages"] == 2, "both applied");
     assert_eq!(h["rejected"], 0);
     let cookie = login_first_admin(&r.app);
-    let page = http_get_with(&r.app.http, "/", &[("Cookie", &cookie)]);
+    let page = http_get_with(&r.app.http, "/status", &[("Cookie", &cookie)]);
     assert!(
         page.contains("Log out") && page.contains("Admin"),
         "the staff header says who is logged in"
