@@ -41,6 +41,12 @@ pub enum Command {
     /// The importer's catalog: labour hours, service types, DTC texts, brands.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+    /// Import data from a file: `import customers` (docs/customers.md).
+    #[command(subcommand)]
+    Import(ImportCommand),
+    /// Export data as a file on stdout: `export customers`.
+    #[command(subcommand)]
+    Export(ExportCommand),
     /// OBID consent of a vehicle (R-VEH-4), until sync brings it.
     #[command(subcommand)]
     Consent(ConsentCommand),
@@ -75,6 +81,31 @@ pub enum CatalogCommand {
     },
     /// Print the catalog in use as CSV (the import format).
     Export {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Customers and vehicles from the DMS / point of sale (CSV, see
+    /// docs/customers.md). A file with any bad row changes nothing; the
+    /// same file twice changes nothing the second time.
+    Customers {
+        #[arg(long)]
+        config: PathBuf,
+        file: PathBuf,
+        /// Check the file and report what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// Customers and registered vehicles as CSV (the import format, plus
+    /// the dongle heard for each VIN).
+    Customers {
         #[arg(long)]
         config: PathBuf,
     },
@@ -198,6 +229,18 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
                 crate::control::catalog_csv(&settings.data_dir, settings.engine)?
             );
         }
+        Command::Import(ImportCommand::Customers {
+            config,
+            file,
+            dry_run,
+        }) => import_customers(&config, &file, dry_run)?,
+        Command::Export(ExportCommand::Customers { config }) => {
+            let settings = Settings::load(&config)?;
+            print!(
+                "{}",
+                crate::control::customers_csv(&settings.data_dir, settings.engine)?
+            );
+        }
         Command::Consent(ConsentCommand::Set { config, vin, state }) => {
             let settings = Settings::load(&config)?;
             let state = crate::domain::consent::ConsentState::parse(&state)
@@ -227,6 +270,69 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             // SPEC.md: the token and nothing else on stdout, for scripts.
             println!("{token}");
         }
+    }
+    Ok(())
+}
+
+/// `forecourt import customers`: checks the file here first, with progress
+/// on stderr and every bad row reported, then has the appliance (or the
+/// store, when it is not running) import it in one transaction.
+fn import_customers(
+    config: &std::path::Path,
+    file: &std::path::Path,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+    let settings = Settings::load(config)?;
+    let size = std::fs::metadata(file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .len();
+    if size > crate::customers::MAX_FILE_BYTES as u64 {
+        anyhow::bail!(
+            "{}: {size} bytes is over the {} bytes (8 MB) a customer file may have: split it (nothing changed)",
+            file.display(),
+            crate::customers::MAX_FILE_BYTES
+        );
+    }
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let tty = std::io::stderr().is_terminal();
+    let mut progress = |p: crate::customers::Progress| {
+        if p.done == 0 && p.total > 0 {
+            return;
+        }
+        let mut err = std::io::stderr().lock();
+        if tty {
+            let _ = write!(err, "\rchecked {} of {} rows", p.done, p.total);
+            if p.done == p.total {
+                let _ = writeln!(err);
+            }
+        } else {
+            let _ = writeln!(err, "checked {} of {} rows", p.done, p.total);
+        }
+    };
+    let now = crate::clock::Clock::now_ms(&SystemClock);
+    if let Err(rows) = crate::customers::parse(&bytes, now, &mut progress) {
+        anyhow::bail!(
+            "{}: {}",
+            file.display(),
+            crate::customers::rows_message(&rows)
+        );
+    }
+    // Checked: UTF-8 (a byte-order mark is stripped by the parser).
+    let csv = String::from_utf8(bytes).context("the file is not UTF-8")?;
+    eprintln!(
+        "{} {}...",
+        if dry_run { "dry run of" } else { "importing" },
+        file.display()
+    );
+    let outcome = crate::control::act(
+        &settings.data_dir,
+        settings.engine,
+        ingest_options(&settings),
+        crate::ingest::Action::ImportCustomers { csv, dry_run },
+    )?;
+    if let crate::ingest::Outcome::CustomerImport { report } = outcome {
+        println!("{report}");
     }
     Ok(())
 }

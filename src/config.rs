@@ -57,6 +57,8 @@ pub struct RawConfig {
     pub vehicles: RawVehicles,
     #[serde(default)]
     pub store: RawStore,
+    #[serde(default)]
+    pub customers: RawCustomers,
 }
 
 #[derive(Debug, Deserialize)]
@@ -189,6 +191,26 @@ fn default_on_lot_minutes() -> u64 {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RawCustomers {
+    /// A sent invitation not answered within this many days expires (R-VEH-3).
+    #[serde(default = "default_invitation_expiry_days")]
+    pub invitation_expiry_days: u32,
+}
+
+impl Default for RawCustomers {
+    fn default() -> Self {
+        RawCustomers {
+            invitation_expiry_days: default_invitation_expiry_days(),
+        }
+    }
+}
+
+fn default_invitation_expiry_days() -> u32 {
+    14
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawStore {
     #[serde(default = "default_engine")]
     pub engine: String,
@@ -220,6 +242,8 @@ pub struct Settings {
     pub tick: Duration,
     pub on_lot_ms: u64,
     pub engine: EngineKind,
+    /// Days after which a sent, unanswered invitation expires (R-VEH-3).
+    pub invitation_expiry_days: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -265,6 +289,7 @@ impl Settings {
             tick: Duration::from_secs(default_tick_s()),
             on_lot_ms: default_on_lot_minutes() * 60_000,
             engine: EngineKind::Redb,
+            invitation_expiry_days: default_invitation_expiry_days(),
         }
     }
 
@@ -402,6 +427,13 @@ impl Settings {
                 ),
             ));
         }
+        let expiry = raw.customers.invitation_expiry_days;
+        if !(1..=365).contains(&expiry) {
+            return Err(invalid(
+                "customers.invitation_expiry_days",
+                format!("{expiry} is outside 1..=365 days"),
+            ));
+        }
         let engine = match raw.store.engine.as_str() {
             "redb" => EngineKind::Redb,
             "sled" if cfg!(feature = "sled") => EngineKind::Sled,
@@ -428,6 +460,7 @@ impl Settings {
             tick: Duration::from_secs(raw.rules.tick_s),
             on_lot_ms: raw.vehicles.on_lot_minutes * 60_000,
             engine,
+            invitation_expiry_days: expiry,
         })
     }
 }
@@ -481,6 +514,10 @@ mod tests {
         assert_eq!(s.http_listen.to_string(), "0.0.0.0:8080");
         assert!(s.serial.is_empty() && s.can.is_empty() && s.sync.is_none());
         assert_eq!(s.consent_brands, vec!["Volkswagen".to_string()]);
+        assert_eq!(s.invitation_expiry_days, 14);
+        let s = Settings::parse("data_dir = \"/tmp/x\"\n[customers]\ninvitation_expiry_days = 30")
+            .unwrap();
+        assert_eq!(s.invitation_expiry_days, 30);
     }
 
     fn err(text: &str) -> String {
@@ -496,6 +533,7 @@ mod tests {
                 .contains("baudrate")
         );
         assert!(err("data_dir = \"/x\"\n[rules]\ntick = 5").contains("tick"));
+        assert!(err("data_dir = \"/x\"\n[customers]\nexpiry_days = 5").contains("expiry_days"));
     }
 
     #[test]
@@ -520,6 +558,10 @@ mod tests {
             err("data_dir = \"/x\"\n[sync]\nurl = \"ftp://x\"\ntoken = \"t\"").contains("sync.url")
         );
         assert!(err("data_dir = \"/x\"\n[store]\nengine = \"lmdb\"").contains("store.engine"));
+        assert!(
+            err("data_dir = \"/x\"\n[customers]\ninvitation_expiry_days = 0")
+                .contains("customers.invitation_expiry_days")
+        );
         assert!(err(
             "data_dir = \"/x\"\n[[can]]\ninterface = \"can0\"\n[[can]]\ninterface = \"can0\""
         )

@@ -39,6 +39,8 @@ pub enum Request {
     Act { action: Action },
     /// The catalog in use, as CSV.
     CatalogCsv,
+    /// Customers and registered vehicles, as CSV (docs/customers.md).
+    CustomersCsv,
     /// A new API token; the answer holds its text, shown this once.
     CreateToken {
         name: String,
@@ -214,6 +216,19 @@ pub async fn handle(state: &AppState, req: Request) -> Response {
                 message: e.to_string(),
             },
         },
+        Request::CustomersCsv => {
+            let store = state.store.clone();
+            // A whole-store read: off the async threads.
+            match tokio::task::spawn_blocking(move || crate::customers::export_csv(&store)).await {
+                Ok(Ok(text)) => Response::Csv { text },
+                Ok(Err(e)) => Response::Error {
+                    message: e.to_string(),
+                },
+                Err(e) => Response::Error {
+                    message: format!("exporting customers failed: {e}"),
+                },
+            }
+        }
         Request::CreateToken { name, role } => {
             let store = state.store.clone();
             let now = state.clock.now_ms();
@@ -248,6 +263,23 @@ pub fn catalog_csv(
             ))),
         },
         Target::Offline(store) => Ok(crate::ingest::catalog_in_use(&store)?.to_csv()),
+    }
+}
+
+/// Customers and registered vehicles as CSV, from the running appliance or
+/// the store.
+pub fn customers_csv(
+    data_dir: &Path,
+    engine: crate::store::EngineKind,
+) -> Result<String, ControlError> {
+    match Target::find(data_dir, engine)? {
+        Target::Running(path) => match request(&path, &Request::CustomersCsv)? {
+            Response::Csv { text } => Ok(text),
+            other => Err(ControlError::Protocol(format!(
+                "unexpected answer {other:?}"
+            ))),
+        },
+        Target::Offline(store) => Ok(crate::customers::export_csv(&store)?),
     }
 }
 

@@ -180,6 +180,19 @@ pub enum Action {
     SetLabourRate {
         cents_per_hour: u64,
     },
+    /// A DMS customer file (docs/customers.md); refused whole when any row
+    /// is bad; a dry run reports what would change and writes nothing.
+    ImportCustomers {
+        csv: String,
+        dry_run: bool,
+    },
+    /// A change to customers, vehicles, sources, spend or invitations. The
+    /// caller passes the configured invitation expiry (`[customers]`):
+    /// ingest holds no settings beyond its options.
+    Customers {
+        action: crate::customers::CustomerAction,
+        invitation_expiry_days: u32,
+    },
     /// R-LOT-1 lot scan: a REQUEST_STATUS to every unit in reach, numbered
     /// with the appliance's own counter. Ingest holds no link: the caller
     /// sends the payload it answers on every link.
@@ -204,6 +217,12 @@ pub enum Outcome {
     },
     LabourRate {
         cents_per_hour: u64,
+    },
+    CustomerImport {
+        report: crate::customers::ImportReport,
+    },
+    Customers {
+        outcome: crate::customers::CustomerOutcome,
     },
     /// An encoded payload (without CRC) for the caller to send.
     Downlink {
@@ -230,6 +249,8 @@ struct Pending {
     samples: Vec<(u64, vehicle::BatterySample)>,
     counters: HashMap<String, u64>,
     replies: Vec<(Replier, Vec<u8>)>,
+    /// Units heard in a HELLO: their VIN attaches to the registered vehicle.
+    hellos: Vec<u64>,
     new_units: u64,
     messages: u64,
     duplicates: u64,
@@ -520,6 +541,7 @@ impl Ingest {
             // PROTOCOL.md 4: every HELLO gets a TIME, after its ACK.
             p.replies
                 .push((reply.clone(), self.time(msg.device_id, now)));
+            p.hellos.push(msg.device_id);
         }
         // R-VEH-4: a unit not yet heard in a HELLO is asked for one, after its ACK.
         if gate == Gate::NoHello {
@@ -646,6 +668,12 @@ impl Ingest {
                 tx.put_dedupe(*id, &unit.dedupe)?;
                 if self.options.rules {
                     tx.put_rules(*id, &unit.rules)?;
+                }
+            }
+            // R-VEH-1: a dongle heard for a known VIN attaches to it.
+            for id in &p.hellos {
+                if let Some(vin) = units.get(id).and_then(|u| u.vehicle.as_ref()?.vin) {
+                    tx.attach_unit(&vin, *id, now)?;
                 }
             }
             for (name, n) in &p.counters {
@@ -919,6 +947,20 @@ impl Ingest {
                 })?;
                 self.labour_rate_cents = cents_per_hour;
                 Ok(Outcome::LabourRate { cents_per_hour })
+            }
+            Action::ImportCustomers { csv, dry_run } => {
+                let report = crate::customers::import(&self.store, &csv, dry_run, now)?;
+                Ok(Outcome::CustomerImport { report })
+            }
+            Action::Customers {
+                action,
+                invitation_expiry_days,
+            } => {
+                let rules = crate::domain::customer::InvitationRules {
+                    expiry_days: invitation_expiry_days,
+                };
+                let outcome = crate::customers::apply(&self.store, action, rules, now)?;
+                Ok(Outcome::Customers { outcome })
             }
             Action::RequestStatusAll => {
                 let ask = Message {

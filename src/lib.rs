@@ -18,12 +18,17 @@
 //!   commit; carries out staff and CLI actions; the hourly tick.
 //! - [`domain`]: pure types and rules (no IO): [`domain::vehicle`] units,
 //!   [`domain::lead`] the R-LEAD rules, [`domain::consent`] R-VEH-4,
-//!   [`domain::catalog`] labour hours, DTC texts, brands and its CSV.
+//!   [`domain::catalog`] labour hours, DTC texts, brands and its CSV,
+//!   [`domain::customer`] customers, registered vehicles, invitations and
+//!   sources (R-VEH-1..3, R-SRC-1..3).
+//! - [`customers`]: the DMS customer file (import with a dry run, export)
+//!   and the staff's changes to customers, vehicles, sources, spend and
+//!   invitations.
 //! - [`leads`]: rule effects into lead records, counters, outbox and
 //!   notifications; the lead actions.
 //! - [`store`]: the only module that touches the database: the engine
 //!   trait (redb, sled), typed tables, records, counters, schema version,
-//!   leads, tokens, users and sessions.
+//!   leads, customers, tokens, users and sessions.
 //! - [`web`]: `/healthz`, the JSON API ([`web::api`], [`web::auth`]
 //!   tokens and roles), staff sessions and users ([`web::session`],
 //!   [`web::users`]), and the staff's pages: [`web::dashboard`],
@@ -44,6 +49,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod customers;
 pub mod demo;
 pub mod domain;
 pub mod ingest;

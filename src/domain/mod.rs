@@ -4,5 +4,6 @@
 
 pub mod catalog;
 pub mod consent;
+pub mod customer;
 pub mod lead;
 pub mod vehicle;

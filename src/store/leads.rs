@@ -40,6 +40,18 @@ pub enum OutboxKind {
     Notification = 2,
     Message = 3,
     Consent = 4,
+    /// [`crate::domain::customer::Customer`], keyed by id (u64 BE).
+    Customer = 5,
+    /// [`crate::domain::customer::RegisteredVehicle`], keyed by VIN.
+    RegisteredVehicle = 6,
+    /// [`crate::domain::customer::Invitation`], keyed by id (u64 BE).
+    Invitation = 7,
+    /// [`crate::domain::customer::Source`], keyed by its lower-case name
+    /// (a deleted source's entry finds no record: it was deleted).
+    Source = 8,
+    /// [`crate::domain::customer::MarketingSpend`], keyed by month index
+    /// (u32 BE) and source key (an entry without record: set to 0).
+    MarketingSpend = 9,
 }
 
 /// A notification for the customer's app, sent through the importer.

@@ -7,6 +7,7 @@
 //! the same transaction as the change they count, and the per-unit dedupe
 //! window, battery aggregates and bounded event history.
 
+pub mod customers;
 pub mod engine;
 pub mod leads;
 pub mod redb;
@@ -139,6 +140,67 @@ pub mod tables {
     pub const LEAD_ORDER: Table = Table {
         id: 20,
         name: "lead_order",
+    };
+    /// customer id (u64 BE) -> [`crate::domain::customer::Customer`]
+    pub const CUSTOMERS: Table = Table {
+        id: 21,
+        name: "customers",
+    };
+    /// DMS customer id (UTF-8) -> customer id (u64 BE): what an import matches on
+    pub const CUSTOMERS_BY_DMS: Table = Table {
+        id: 22,
+        name: "customers_by_dms",
+    };
+    /// customer_since (u64 BE) ++ customer id (u64 BE) -> (): new customers
+    /// of a period (R-SRC-3)
+    pub const CUSTOMERS_BY_SINCE: Table = Table {
+        id: 23,
+        name: "customers_by_since",
+    };
+    /// VIN (17 bytes) -> [`crate::domain::customer::RegisteredVehicle`]
+    pub const REGISTERED_VEHICLES: Table = Table {
+        id: 24,
+        name: "registered_vehicles",
+    };
+    /// customer id (u64 BE) ++ VIN (17 bytes) -> (): a customer's vehicles
+    pub const VEHICLES_BY_CUSTOMER: Table = Table {
+        id: 25,
+        name: "vehicles_by_customer",
+    };
+    /// invitation id (u64 BE) -> [`crate::domain::customer::Invitation`]
+    pub const INVITATIONS: Table = Table {
+        id: 26,
+        name: "invitations",
+    };
+    /// sent time (u64 BE) ++ invitation id (u64 BE) -> (): invitations
+    /// stored as sent, so the ones lapsed by now are counted by one range
+    pub const INVITATIONS_BY_SENT: Table = Table {
+        id: 27,
+        name: "invitations_by_sent",
+    };
+    /// sent time (u64 BE) ++ VIN (17 bytes) -> (): vehicles awaiting
+    /// assignment on a sent invitation (they are without customer once it
+    /// lapses; see [`crate::domain::customer::AssignmentBasis`])
+    pub const AWAITING_BY_SENT: Table = Table {
+        id: 28,
+        name: "awaiting_by_sent",
+    };
+    /// source name, lower case (UTF-8) -> [`crate::domain::customer::Source`]
+    pub const SOURCES: Table = Table {
+        id: 29,
+        name: "sources",
+    };
+    /// month index (u32 BE) ++ source name, lower case (UTF-8) ->
+    /// [`crate::domain::customer::MarketingSpend`]
+    pub const MARKETING_SPEND: Table = Table {
+        id: 30,
+        name: "marketing_spend",
+    };
+    /// VIN (17 bytes) -> device_id (u64 BE): the dongle last heard saying
+    /// this VIN in a HELLO (a registered vehicle is connected when present)
+    pub const VIN_DEVICE: Table = Table {
+        id: 31,
+        name: "vin_device",
     };
 }
 
