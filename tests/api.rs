@@ -536,6 +536,7 @@ const VEHICLE_KEYS: &[&str] = &[
     "brand",
     "model",
     "model_year",
+    "customer_id",
     "odometer_km",
     "first_seen",
     "last_seen",
@@ -838,10 +839,19 @@ fn r_dash_1_dashboard_has_a_key_per_section_and_agrees_with_the_lists() {
         d["conversions"],
         json!({"reminders_30d": 0, "converted_30d": 0, "rate_30d": null, "by_model_year": []})
     );
+    // No customers were imported: each vehicle a dongle named by VIN is
+    // registered, connected, and without customer.
+    let v = &d["vehicles"];
+    assert_eq!(v["total"], UNITS);
+    assert_eq!(v["without_customer"], v["registered"]);
+    assert!(v["registered"].as_u64().unwrap() <= UNITS as u64);
     assert_eq!(
-        d["vehicles"],
-        json!({"total": UNITS, "without_customer": UNITS, "awaiting_assignment": 0, "assigned": 0}),
-        "no customers exist yet: every vehicle is without one"
+        (
+            &v["not_connected"],
+            &v["awaiting_assignment"],
+            &v["assigned"]
+        ),
+        (&json!(0), &json!(0), &json!(0))
     );
     assert_eq!(
         d["invitations"],

@@ -26,6 +26,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::app::AppState;
 use crate::domain::catalog::Catalog;
 use crate::domain::consent::{self, ConsentState, Gate};
+use crate::domain::customer::InvitationState;
 use crate::domain::lead::{Lead, LeadEvent, LeadEventKind, LeadStatus, LeadType, Subject};
 use crate::domain::vehicle::Vehicle;
 use crate::ingest::{Action, Outcome};
@@ -59,6 +60,10 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/leads/{id}/message", post(message))
         .route("/dashboard", get(dashboard))
         .route("/bookings", get(bookings))
+        .route("/customers", get(customers))
+        .route("/customers/{id}", get(customer))
+        .route("/customers/{id}/invitations", post(invite))
+        .route("/invitations/{id}/events", post(invitation_event))
         // Set after the routes: it applies to the routes already added.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(no_route);
@@ -374,6 +379,8 @@ enum CursorKind {
     Vehicles,
     /// booking id
     Bookings,
+    /// customer id
+    Customers,
 }
 
 impl CursorKind {
@@ -382,6 +389,7 @@ impl CursorKind {
             CursorKind::Leads => ('l', 2),
             CursorKind::Vehicles => ('v', 1),
             CursorKind::Bookings => ('b', 1),
+            CursorKind::Customers => ('c', 1),
         }
     }
 
@@ -679,9 +687,11 @@ pub struct VehicleJson {
     pub device_id: String,
     pub vin: Option<String>,
     pub brand: Option<String>,
-    /// From the DMS import, which does not exist yet: null until it does.
+    /// From the DMS import or the staff (R-VEH-1); null when not registered.
     pub model: Option<String>,
     pub model_year: Option<u16>,
+    /// The registered vehicle's customer, when it has one.
+    pub customer_id: Option<String>,
     pub odometer_km: Option<u32>,
     pub first_seen: String,
     pub last_seen: String,
@@ -756,12 +766,26 @@ pub fn vehicle_json(
         Gate::Open if decision == Some(ConsentState::Granted) => ConsentState::Granted.as_str(),
         Gate::Open => "not_required",
     };
+    // What the DMS or the staff registered for this VIN wins over what
+    // the VIN itself says (R-VEH-1).
+    let registered = match &v.vin {
+        Some(vin) => store.registered_vehicle(vin)?,
+        None => None,
+    };
+    let registered = registered.as_ref();
     Ok(VehicleJson {
         device_id: v.device_id.to_string(),
         vin: v.vin.map(|vin| vin.to_string()),
-        brand: brand.map(str::to_owned),
-        model: None,
-        model_year: v.vin.as_ref().and_then(|vin| model_year(vin, cx.now_ms)),
+        brand: registered
+            .and_then(|r| r.brand.clone())
+            .or(brand.map(str::to_owned)),
+        model: registered.and_then(|r| r.model.clone()),
+        model_year: registered
+            .and_then(|r| r.model_year)
+            .or(v.vin.as_ref().and_then(|vin| model_year(vin, cx.now_ms))),
+        customer_id: registered
+            .and_then(|r| r.customer_id)
+            .map(|id| id.to_string()),
         odometer_km: v.odometer_km,
         first_seen: time(v.first_seen_ms),
         last_seen: time(v.last_seen_ms),
@@ -1009,7 +1033,12 @@ struct ModelYearConversion {
 
 #[derive(Serialize)]
 struct VehicleFigures {
+    /// Units (dongles) heard.
     total: u64,
+    /// Vehicles known by VIN (R-VEH-1): imported, entered, or named by a dongle.
+    registered: u64,
+    /// Registered vehicles no dongle has named.
+    not_connected: u64,
     without_customer: u64,
     awaiting_assignment: u64,
     assigned: u64,
@@ -1052,6 +1081,7 @@ async fn dashboard(
     // The figures as of the last commit (web::dashboard::SnapshotCache).
     let snap = crate::web::dashboard::snapshot(&state).await?;
     let (now, counts, vehicles) = (snap.computed_ms, snap.counts.clone(), snap.units);
+    let invited = |state| snap.invitations.get(&state).copied().unwrap_or(0);
     let severity_names = ["1", "2", "3"];
     let dashboard = Dashboard {
         computed_at: time(now),
@@ -1083,19 +1113,23 @@ async fn dashboard(
             rate_30d: None,
             by_model_year: Vec::new(),
         },
-        // No customers exist yet: every vehicle is without one.
         vehicles: VehicleFigures {
             total: vehicles,
-            without_customer: vehicles,
-            awaiting_assignment: 0,
-            assigned: 0,
+            registered: snap.assignment.total,
+            not_connected: snap
+                .assignment
+                .total
+                .saturating_sub(snap.assignment.connected),
+            without_customer: snap.assignment.without_customer,
+            awaiting_assignment: snap.assignment.awaiting_assignment,
+            assigned: snap.assignment.assigned,
         },
         invitations: InvitationFigures {
-            created: 0,
-            sent: 0,
-            accepted: 0,
-            declined: 0,
-            expired: 0,
+            created: invited(InvitationState::Created),
+            sent: invited(InvitationState::Sent),
+            accepted: invited(InvitationState::Accepted),
+            declined: invited(InvitationState::Declined),
+            expired: invited(InvitationState::Expired),
         },
         closed_reminder_reasons: REMINDER_REASONS
             .into_iter()
@@ -1280,6 +1314,344 @@ async fn no_route(_caller: Caller, uri: Uri) -> ApiError {
         "there is no API route {} (docs/api.md lists them)",
         uri.path()
     ))
+}
+
+// ---- Customers and invitations (R-VEH-1..3, docs/api.md) ----
+
+/// An invitation as the API shows it; `state` is the state now (a sent
+/// invitation past its expiry reads `expired` before it is written down).
+#[derive(Serialize)]
+pub struct InvitationJson {
+    pub id: String,
+    pub vin: String,
+    pub customer_id: Option<String>,
+    pub state: &'static str,
+    pub created_at: String,
+    pub sent_at: Option<String>,
+    pub answered_at: Option<String>,
+    pub expired_at: Option<String>,
+    /// When a sent invitation lapses (or lapsed), else null.
+    pub expires_at: Option<String>,
+}
+
+pub fn invitation_json(
+    i: &crate::domain::customer::Invitation,
+    now_ms: u64,
+    rules: crate::domain::customer::InvitationRules,
+) -> InvitationJson {
+    InvitationJson {
+        id: i.id.to_string(),
+        vin: i.vin.to_string(),
+        customer_id: i.customer_id.map(|c| c.to_string()),
+        state: i.state_at(now_ms, rules).as_str(),
+        created_at: time(i.created_ms),
+        sent_at: i.sent_ms.map(time),
+        answered_at: i.answered_ms.map(time),
+        expired_at: i.expired_ms.map(time),
+        expires_at: i.expires_at(rules).map(time),
+    }
+}
+
+/// A customer's registered vehicle with its R-VEH-2 state and invitation.
+#[derive(Serialize)]
+pub struct CustomerVehicleJson {
+    pub vin: String,
+    pub brand: Option<String>,
+    pub model: Option<String>,
+    pub model_year: Option<u16>,
+    pub fleet: Option<String>,
+    /// The dongle last heard with this VIN, or null: "not connected".
+    pub device_id: Option<String>,
+    pub connected: bool,
+    /// `without_customer`, `awaiting_assignment` or `assigned`.
+    pub assignment: &'static str,
+    pub active: bool,
+    pub invitation: Option<InvitationJson>,
+}
+
+#[derive(Serialize)]
+pub struct CustomerJson {
+    pub id: String,
+    pub dms_id: Option<String>,
+    pub name: String,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    /// Null: unknown (R-SRC-2).
+    pub source: Option<String>,
+    /// `YYYY-MM-DD`.
+    pub customer_since: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub vehicles: Vec<CustomerVehicleJson>,
+}
+
+/// A customer with their vehicles, read at `now_ms`.
+pub fn customer_json(
+    store: &Store,
+    c: &crate::domain::customer::Customer,
+    now_ms: u64,
+    rules: crate::domain::customer::InvitationRules,
+) -> Result<CustomerJson, StoreError> {
+    let vehicles = store
+        .vehicles_of_customer(c.id)?
+        .into_iter()
+        .map(|v| {
+            let line = crate::web::customers::vehicle_line(store, v, now_ms, rules)?;
+            Ok(CustomerVehicleJson {
+                vin: line.vehicle.vin.to_string(),
+                brand: line.vehicle.brand.clone(),
+                model: line.vehicle.model.clone(),
+                model_year: line.vehicle.model_year,
+                fleet: line.vehicle.fleet.clone(),
+                device_id: line.device_id.map(|d| d.to_string()),
+                connected: line.device_id.is_some(),
+                assignment: line.assignment.as_str(),
+                active: line.active,
+                invitation: line
+                    .invitation
+                    .as_ref()
+                    .map(|i| invitation_json(i, now_ms, rules)),
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(CustomerJson {
+        id: c.id.to_string(),
+        dms_id: c.dms_id.clone(),
+        name: c.name.clone(),
+        phone: c.phone.clone(),
+        email: c.email.clone(),
+        source: c.source.clone(),
+        customer_since: crate::domain::customer::format_date(c.customer_since_ms),
+        created_at: time(c.created_ms),
+        updated_at: time(c.updated_ms),
+        vehicles,
+    })
+}
+
+#[derive(Serialize)]
+struct CustomerList {
+    customers: Vec<CustomerJson>,
+    next: Option<String>,
+}
+
+#[derive(Serialize)]
+struct CustomerAnswer {
+    customer: CustomerJson,
+}
+
+#[derive(Serialize)]
+struct InvitationAnswer {
+    invitation: InvitationJson,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InviteBody {
+    vin: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InvitationEventBody {
+    event: String,
+}
+
+/// The numeric `{id}` of a customer or invitation route, checked after
+/// the role; `what` names the record in the 404.
+fn record_id(path: &LeadPath, what: &str) -> Result<u64, ApiError> {
+    let raw = path.0.as_deref().unwrap_or("");
+    let digits = !raw.is_empty() && raw.len() <= 20 && raw.bytes().all(|b| b.is_ascii_digit());
+    digits
+        .then(|| raw.parse().ok())
+        .flatten()
+        .ok_or_else(|| ApiError::NotFound(format!("no {what} {raw:?}")))
+}
+
+fn invitation_rules(state: &AppState) -> crate::domain::customer::InvitationRules {
+    crate::web::customers::rules(state)
+}
+
+/// Carries out a customer change through ingest.
+async fn act_on_customers(
+    state: &AppState,
+    action: crate::customers::CustomerAction,
+) -> Result<crate::customers::CustomerOutcome, ApiError> {
+    let outcome = state
+        .act(Action::Customers {
+            action,
+            invitation_expiry_days: state.settings.invitation_expiry_days,
+        })
+        .await?;
+    match outcome {
+        Outcome::Customers { outcome } => Ok(outcome),
+        other => {
+            tracing::error!(?other, "a customer change answered something else");
+            Err(ApiError::Internal)
+        }
+    }
+}
+
+/// `GET /api/v1/customers`: customers in id order, each with its vehicles.
+async fn customers(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    require(&caller, Permission::Read, "read customers")?;
+    let params = Params::parse(&uri, &["limit", "cursor"])?;
+    let limit = params.limit()?;
+    let after = params.cursor(CursorKind::Customers)?.map(|w| w[0]);
+    let store = state.store.clone();
+    let (now_ms, rules) = (state.clock.now_ms(), invitation_rules(&state));
+    let list = blocking(move || -> Result<CustomerList, StoreError> {
+        // One more than asked tells whether a next page exists.
+        let mut page = store.customers(after, limit + 1)?;
+        let more = page.len() > limit;
+        page.truncate(limit);
+        let next = more
+            .then(|| page.last().map(|c| CursorKind::Customers.encode(&[c.id])))
+            .flatten();
+        let customers = page
+            .iter()
+            .map(|c| customer_json(&store, c, now_ms, rules))
+            .collect::<Result<_, _>>()?;
+        Ok(CustomerList { customers, next })
+    })
+    .await?;
+    Ok(json(StatusCode::OK, &list))
+}
+
+/// `GET /api/v1/customers/{id}`.
+async fn customer(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    path: LeadPath,
+) -> Result<Response, ApiError> {
+    require(&caller, Permission::Read, "read customers")?;
+    let id = record_id(&path, "customer")?;
+    let store = state.store.clone();
+    let (now_ms, rules) = (state.clock.now_ms(), invitation_rules(&state));
+    let answer = blocking(move || -> Result<Option<CustomerAnswer>, StoreError> {
+        store
+            .customer(id)?
+            .map(|c| customer_json(&store, &c, now_ms, rules))
+            .transpose()
+            .map(|c| c.map(|customer| CustomerAnswer { customer }))
+    })
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("no customer {id}")))?;
+    Ok(json(StatusCode::OK, &answer))
+}
+
+/// `POST /api/v1/customers/{id}/invitations` `{"vin": VIN}`: invites the
+/// customer of one of their vehicles to the app (201).
+async fn invite(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    path: LeadPath,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    require(
+        &caller,
+        crate::web::customers::CHANGE,
+        "invite customers to the app",
+    )?;
+    let id = record_id(&path, "customer")?;
+    let body: InviteBody = read_json(&headers, body).await?;
+    let vin = crate::domain::customer::check::vin(&body.vin)
+        .map_err(|e| ApiError::Unprocessable(format!("vin: {e}")))?;
+    let store = state.store.clone();
+    let owner = blocking(move || -> Result<_, StoreError> {
+        Ok((
+            store.customer(id)?.is_some(),
+            store.registered_vehicle(&vin)?.map(|v| v.customer_id),
+        ))
+    })
+    .await?;
+    match owner {
+        (false, _) => return Err(ApiError::NotFound(format!("no customer {id}"))),
+        (true, None) => {
+            return Err(ApiError::NotFound(format!(
+                "no registered vehicle {vin}: register it first"
+            )))
+        }
+        (true, Some(owner)) if owner != Some(id) => {
+            return Err(ApiError::Conflict(format!(
+                "vehicle {vin} is not registered to customer {id}"
+            )))
+        }
+        _ => {}
+    }
+    let action = crate::customers::CustomerAction::Invite {
+        vin: vin.to_string(),
+        at_ms: None,
+    };
+    match act_on_customers(&state, action).await? {
+        crate::customers::CustomerOutcome::Invitation { invitation } => {
+            let j = invitation_json(&invitation, state.clock.now_ms(), invitation_rules(&state));
+            Ok(json(
+                StatusCode::CREATED,
+                &InvitationAnswer { invitation: j },
+            ))
+        }
+        other => {
+            tracing::error!(?other, "an invitation answered something else");
+            Err(ApiError::Internal)
+        }
+    }
+}
+
+/// An invitation event as the API names it: the state it leads to, as
+/// bookings' events are named (`sent`, `accepted`, `declined`), or the
+/// domain's verb (`send`, `accept`, `decline`).
+fn invitation_event_named(name: &str) -> Option<crate::domain::customer::InvitationEvent> {
+    use crate::domain::customer::InvitationEvent;
+    match name {
+        "sent" => Some(InvitationEvent::Send),
+        "accepted" => Some(InvitationEvent::Accept),
+        "declined" => Some(InvitationEvent::Decline),
+        other => InvitationEvent::parse(other),
+    }
+}
+
+/// `POST /api/v1/invitations/{id}/events` `{"event": E}`: 409 with the
+/// reason for a transition R-VEH-3 does not allow.
+async fn invitation_event(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    path: LeadPath,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    require(
+        &caller,
+        crate::web::customers::CHANGE,
+        "record invitation events",
+    )?;
+    let id = record_id(&path, "invitation")?;
+    let body: InvitationEventBody = read_json(&headers, body).await?;
+    let event = invitation_event_named(body.event.trim()).ok_or_else(|| {
+        ApiError::Unprocessable(format!(
+            "event {:?}: one of sent, accepted, declined",
+            body.event
+        ))
+    })?;
+    let action = crate::customers::CustomerAction::Invitation {
+        id,
+        event,
+        at_ms: None,
+    };
+    match act_on_customers(&state, action).await? {
+        crate::customers::CustomerOutcome::Invitation { invitation } => {
+            let j = invitation_json(&invitation, state.clock.now_ms(), invitation_rules(&state));
+            Ok(json(StatusCode::OK, &InvitationAnswer { invitation: j }))
+        }
+        other => {
+            tracing::error!(?other, "an invitation event answered something else");
+            Err(ApiError::Internal)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -22,8 +22,10 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use crate::app::AppState;
+use crate::domain::customer::{AssignmentState, InvitationRules, InvitationState};
 use crate::domain::lead::{Lead, LeadStatus, LeadType};
 use crate::leads::{LeadCounts, DAY_MS};
+use crate::store::customers::AssignmentFigures;
 use crate::store::leads::LeadQuery;
 use crate::store::{Store, StoreError};
 use crate::web::auth::Permission;
@@ -94,13 +96,21 @@ pub struct Snapshot {
     pub counts: LeadCounts,
     pub units: u64,
     pub newest: Vec<Lead>,
+    /// Registered vehicles per assignment state (R-VEH-2).
+    pub assignment: AssignmentFigures,
+    /// Invitations per state (R-VEH-3).
+    pub invitations: BTreeMap<InvitationState, u64>,
     /// The page's body, rendered once per snapshot (the frame around it,
     /// which names the member of staff, is rendered per request).
     body: std::sync::OnceLock<String>,
 }
 
+/// The longest a snapshot is used: invitations lapse with time alone, with
+/// no commit to mark it.
+const SNAPSHOT_MAX_AGE_MS: u64 = 60_000;
+
 impl Snapshot {
-    fn read(store: &Store, now_ms: u64) -> Result<Snapshot, StoreError> {
+    fn read(store: &Store, now_ms: u64, rules: InvitationRules) -> Result<Snapshot, StoreError> {
         // Read first: a write during the reads makes the snapshot stale at once.
         let generation = store.generation();
         let q = LeadQuery {
@@ -113,14 +123,18 @@ impl Snapshot {
             counts: crate::leads::lead_counts(store, now_ms)?,
             units: store.counter(crate::store::counters::VEHICLES)?,
             newest: store.lead_list(&q, None, NEWEST_LEADS)?.0,
+            assignment: store.assignment_figures(now_ms, rules)?,
+            invitations: store.invitation_figures(now_ms, rules)?,
             body: Default::default(),
         })
     }
 
-    /// Current while nothing was committed since and it is the same day
-    /// (the 30-day figures move at midnight).
+    /// Current while nothing was committed since, it is the same day (the
+    /// 30-day figures move at midnight) and it is less than a minute old.
     fn current(&self, store: &Store, now_ms: u64) -> bool {
-        self.generation == store.generation() && self.computed_ms / DAY_MS == now_ms / DAY_MS
+        self.generation == store.generation()
+            && self.computed_ms / DAY_MS == now_ms / DAY_MS
+            && now_ms.saturating_sub(self.computed_ms) < SNAPSHOT_MAX_AGE_MS
     }
 }
 
@@ -137,11 +151,16 @@ impl SnapshotCache {
     }
 
     /// The current snapshot, read from the store when needed (blocking).
-    pub fn read(&self, store: &Store, now_ms: u64) -> Result<Arc<Snapshot>, StoreError> {
+    pub fn read(
+        &self,
+        store: &Store,
+        now_ms: u64,
+        rules: InvitationRules,
+    ) -> Result<Arc<Snapshot>, StoreError> {
         if let Some(s) = self.fresh(store, now_ms) {
             return Ok(s);
         }
-        let s = Arc::new(Snapshot::read(store, now_ms)?);
+        let s = Arc::new(Snapshot::read(store, now_ms, rules)?);
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
         Ok(s)
     }
@@ -155,7 +174,10 @@ pub async fn snapshot(state: &Arc<AppState>) -> Result<Arc<Snapshot>, StoreError
         return Ok(s);
     }
     let st = state.clone();
-    tokio::task::spawn_blocking(move || st.snapshot.read(&st.store, now))
+    let rules = InvitationRules {
+        expiry_days: state.settings.invitation_expiry_days,
+    };
+    tokio::task::spawn_blocking(move || st.snapshot.read(&st.store, now, rules))
         .await
         .map_err(|e| StoreError::Engine(format!("reading the dashboard panicked: {e}")))?
 }
@@ -210,7 +232,7 @@ pub fn build(snapshot: &Snapshot) -> Dashboard {
             tone: if s == 3 { Tone::Attention } else { Tone::Plain },
         })
         .collect();
-    let vehicles = vec![Figure {
+    let mut vehicles = vec![Figure {
         key: "vehicles.units".into(),
         value: snapshot.units,
         label: "units heard".into(),
@@ -218,6 +240,29 @@ pub fn build(snapshot: &Snapshot) -> Dashboard {
         href: "/vehicles".into(),
         tone: Tone::Plain,
     }];
+    vehicles.extend(AssignmentState::ALL.into_iter().map(|state| Figure {
+        key: format!("vehicles.{}", state.as_str()),
+        value: snapshot.assignment.of(state),
+        label: state.label().to_string(),
+        definition: state.definition().to_string(),
+        href: format!("/vehicles/registered?state={}", state.as_str()),
+        tone: if state == AssignmentState::WithoutCustomer {
+            Tone::Attention
+        } else {
+            Tone::Plain
+        },
+    }));
+    let invitations = InvitationState::ALL
+        .into_iter()
+        .map(|state| Figure {
+            key: format!("invitations.{}", state.as_str()),
+            value: snapshot.invitations.get(&state).copied().unwrap_or(0),
+            label: state.label().to_string(),
+            definition: state.definition().to_string(),
+            href: format!("/invitations?state={}", state.as_str()),
+            tone: Tone::Plain,
+        })
+        .collect();
     Dashboard {
         computed_ms: snapshot.computed_ms,
         sections: vec![
@@ -234,8 +279,12 @@ pub fn build(snapshot: &Snapshot) -> Dashboard {
                 figures: month,
             },
             Section {
-                title: "Vehicles",
+                title: "Vehicles and customers",
                 figures: vehicles,
+            },
+            Section {
+                title: "Invitations to the customer app",
+                figures: invitations,
             },
         ],
     }

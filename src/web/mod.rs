@@ -4,19 +4,25 @@
 
 pub mod api;
 pub mod auth;
+pub mod customers;
 pub mod dashboard;
 pub mod leads;
 pub mod lot;
+pub mod registry;
 pub mod session;
 pub mod settings;
+pub mod sources;
 pub mod users;
 pub mod vehicles;
 pub mod views;
 pub mod views_auth;
+pub mod views_customers;
 pub mod views_dashboard;
 pub mod views_leads;
 pub mod views_lot;
+pub mod views_registry;
 pub mod views_settings;
+pub mod views_sources;
 pub mod views_vehicles;
 
 use std::sync::Arc;
@@ -48,9 +54,12 @@ pub fn session_routes() -> Vec<(&'static str, &'static str)> {
     all.extend_from_slice(dashboard::ROUTES);
     all.extend_from_slice(leads::ROUTES);
     all.extend_from_slice(vehicles::ROUTES);
+    all.extend_from_slice(registry::ROUTES);
     all.extend_from_slice(users::ROUTES);
     all.extend_from_slice(lot::ROUTES);
     all.extend_from_slice(settings::ROUTES);
+    all.extend_from_slice(sources::ROUTES);
+    all.extend_from_slice(customers::ROUTES);
     all
 }
 
@@ -62,10 +71,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(dashboard::routes())
         .merge(leads::routes())
         .merge(vehicles::routes())
+        .merge(registry::routes())
         .route("/logout", axum::routing::post(session::logout))
         .merge(users::routes())
         .merge(lot::routes())
         .merge(settings::routes())
+        .merge(sources::routes())
+        .merge(customers::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             session::gate,
@@ -83,6 +95,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         // The catalog upload (up to 5 MB): behind the gate, with its own
         // body limit instead of the 64 KiB one (settings.rs).
         .merge(settings::upload_routes(state.clone()))
+        // The DMS customer file (up to 8 MB), the same way (customers.rs).
+        .merge(customers::upload_routes(state.clone()))
         .with_state(state)
 }
 

@@ -44,9 +44,12 @@ fn frame(title: &str, staff: Option<&Staff>, body: Markup) -> Markup {
                     @if let Some(staff) = staff {
                         nav.main {
                             a href="/" { "Dashboard" }
+                            a href="/today" { "Today" }
                             a href="/leads" { "Leads & error codes" }
                             a href="/vehicles" { "Vehicles" }
+                            a href="/customers" { "Customers" }
                             a href="/lot" { "Lot" }
+                            a href="/sources" { "Sources" }
                             a href="/status" { "Status" }
                             @if staff.can(Permission::ManageUsers) { a href="/users" { "Users" } }
                             @if staff.can(Permission::ManageSettings) { a href="/settings" { "Settings" } }

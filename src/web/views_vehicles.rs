@@ -48,7 +48,8 @@ pub fn list(
         html! {
             div.pagehead {
                 h1 { "Vehicles" }
-                p.muted { "Every unit heard, by device id. A vehicle's page has its leads, error codes and battery history." }
+                p.muted { "Every unit heard, by device id. A vehicle's page has its leads, error codes and battery history. "
+                    a href="/vehicles/registered" { "Registered vehicles by VIN" } ", with or without a unit." }
             }
             table.vehicles {
                 thead { tr {
@@ -103,7 +104,9 @@ pub fn vehicle(staff: &Staff, p: &VehiclePage, now_ms: u64) -> Markup {
                 h1.mono { @if let Some(vin) = v.vin { (vin) } @else { "Unit " (v.device_id) } }
                 p {
                     @if let Some(b) = &j.brand { (b) " " }
+                    @if let Some(m) = &j.model { (m) " " }
                     @if let Some(y) = j.model_year { (y) " " }
+                    @if let Some(c) = &j.customer_id { a href=(format!("/customers/{c}")) { "customer" } " " }
                     @if matches!(j.consent, "pending" | "denied") { (consent_pill(j.consent)) " " }
                     @if j.on_lot { span.pill.ok { "on the lot" } " " }
                     @match v.power {
