@@ -40,7 +40,7 @@ fn frame(title: &str, staff: Option<&Staff>, body: Markup) -> Markup {
             body {
                 header.top {
                     a.brand href="/" { "Forecourt" }
-                    span.tagline { "workshop appliance" }
+                    @if staff.is_none() { span.tagline { "workshop appliance" } }
                     @if let Some(staff) = staff {
                         nav.main {
                             a href="/" { "Dashboard" }
