@@ -75,10 +75,7 @@ impl Rig {
         let line = Line::open();
         let config = write_config(dir.path(), &line.slave_path);
         let app = Appliance::start(&config);
-        let admin = Browser {
-            addr: app.http.clone(),
-            cookie: login_first_admin(&app),
-        };
+        let admin = Browser::first_admin(&app);
         Rig {
             _dir: dir,
             _line: line,
@@ -105,29 +102,7 @@ impl Rig {
 
     /// A member of staff with `role`, added through the users page.
     fn staff(&self, name: &str, role: &str) -> Browser {
-        let csrf = self.admin.get("/users").csrf();
-        let password = "a-long-enough-password";
-        let r = self.admin.post(
-            "/users",
-            &[
-                ("csrf", &csrf),
-                ("name", name),
-                ("display_name", name),
-                ("role", role),
-                ("password", password),
-                ("password_again", password),
-            ],
-        );
-        assert_eq!(r.status, 303, "add {name}: {r:?}");
-        let anonymous = Browser {
-            addr: self.app.http.clone(),
-            cookie: String::new(),
-        };
-        let r = anonymous.post("/login", &[("name", name), ("password", password)]);
-        Browser {
-            addr: self.app.http.clone(),
-            cookie: r.session().unwrap_or_else(|| panic!("login {name}: {r:?}")),
-        }
+        self.admin.add_staff(name, role)
     }
 
     fn token(&self, name: &str, role: &str) -> String {

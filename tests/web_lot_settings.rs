@@ -77,10 +77,7 @@ fn rig() -> Rig {
     let line = Line::open();
     let config = write_config(dir.path(), &line.slave_path);
     let app = Appliance::start(&config);
-    let admin = Browser {
-        addr: app.http.clone(),
-        cookie: login_first_admin(&app),
-    };
+    let admin = Browser::first_admin(&app);
     Rig {
         _dir: dir,
         line,
@@ -385,33 +382,7 @@ fn a_technician_is_denied_the_settings_but_sees_the_lot() {
         return;
     }
     let rig = rig();
-    let csrf = rig.admin.get("/users").csrf();
-    let added = rig.admin.post(
-        "/users",
-        &[
-            ("csrf", &csrf),
-            ("name", "tess"),
-            ("display_name", "Tess"),
-            ("role", "technician"),
-            ("password", "tess's long password"),
-            ("password_again", "tess's long password"),
-        ],
-    );
-    assert_eq!(added.status, 303, "{added:?}");
-    let login = request(
-        &rig.app.http,
-        &format!(
-            "POST /login HTTP/1.1\r\nOrigin: http://{0}\r\nContent-Type: application/x-www-form-urlencoded\r\n",
-            rig.app.http
-        ),
-        b"name=tess&password=tess%27s+long+password",
-    );
-    let tech = Browser {
-        addr: rig.app.http.clone(),
-        cookie: login
-            .session()
-            .unwrap_or_else(|| panic!("tess is logged in: {login:?}")),
-    };
+    let tech = rig.admin.add_staff("tess", "technician");
 
     let lot = tech.get("/lot");
     assert_eq!(lot.status, 200, "{lot:?}");

@@ -6,6 +6,7 @@ pub mod api;
 pub mod auth;
 pub mod customers;
 pub mod dashboard;
+pub mod forms;
 pub mod leads;
 pub mod lot;
 pub mod registry;

@@ -80,46 +80,24 @@ pub fn upload_routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
 /// A labour rate as typed: `95`, `95.5`, `95.50` or `95,50`, an amount an
 /// hour in the workshop's currency, to cents.
 pub fn parse_rate(text: &str) -> Result<u64, String> {
+    use crate::web::forms::{parse_money, MoneyError};
     let t = text.trim();
-    if t.is_empty() {
-        return Err("Enter the labour rate an hour, e.g. 95.00.".into());
-    }
-    if t.starts_with('-') {
-        return Err("A labour rate cannot be negative.".into());
-    }
-    let not_amount = || {
-        format!("{t:?} is not an amount: write it like 95 or 95.50 (digits, at most two decimals, no thousands separator).")
-    };
-    let (whole, frac) = match t.split_once(['.', ',']) {
-        Some((w, f)) if (1..=2).contains(&f.len()) => (w, f),
-        Some(_) => return Err(not_amount()),
-        None => (t, ""),
-    };
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !digits(whole) || !(frac.is_empty() || digits(frac)) {
-        return Err(not_amount());
-    }
-    let too_high = || {
-        format!(
+    let cents = parse_money(t, MAX_RATE_CENTS).map_err(|e| match e {
+        MoneyError::Empty => "Enter the labour rate an hour, e.g. 95.00.".to_string(),
+        MoneyError::Negative => "A labour rate cannot be negative.".to_string(),
+        MoneyError::NotAmount => format!(
+            "{t:?} is not an amount: write it like 95 or 95.50 (digits, at most two decimals, no thousands separator)."
+        ),
+        MoneyError::TooHigh => format!(
             "{t} an hour is more than the {} the page accepts: check the number.",
             money(MAX_RATE_CENTS)
-        )
-    };
-    // More digits than any rate the page accepts: refused before they overflow.
-    if whole.trim_start_matches('0').len() > 6 {
-        return Err(too_high());
-    }
-    let whole: u64 = whole.parse().map_err(|_| not_amount())?;
-    let frac: u64 = format!("{frac:0<2}").parse().map_err(|_| not_amount())?;
-    let cents = whole * 100 + frac;
+        ),
+    })?;
     if cents < MIN_RATE_CENTS {
         return Err(format!(
             "{t} an hour is less than the {} the page accepts: check the number.",
             money(MIN_RATE_CENTS)
         ));
-    }
-    if cents > MAX_RATE_CENTS {
-        return Err(too_high());
     }
     Ok(cents)
 }

@@ -78,42 +78,19 @@ pub fn routes() -> Router<Arc<AppState>> {
 /// amount in the workshop's currency, to cents. 0 is allowed (it removes
 /// the month's spend).
 pub fn parse_amount(text: &str) -> Result<u64, String> {
+    use crate::web::forms::{parse_money, MoneyError};
     let t = text.trim();
-    if t.is_empty() {
-        return Err("Enter the amount spent, e.g. 120 or 120.50 (0 removes it).".into());
-    }
-    if t.starts_with('-') {
-        return Err("A marketing spend cannot be negative.".into());
-    }
-    let not_amount = || {
-        format!("{t:?} is not an amount: write it like 120 or 120.50 (digits, at most two decimals, no thousands separator).")
-    };
-    let (whole, frac) = match t.split_once(['.', ',']) {
-        Some((w, f)) if (1..=2).contains(&f.len()) => (w, f),
-        Some(_) => return Err(not_amount()),
-        None => (t, ""),
-    };
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !digits(whole) || !(frac.is_empty() || digits(frac)) {
-        return Err(not_amount());
-    }
-    let too_high = || {
-        format!(
+    parse_money(t, MAX_SPEND_CENTS).map_err(|e| match e {
+        MoneyError::Empty => "Enter the amount spent, e.g. 120 or 120.50 (0 removes it).".to_string(),
+        MoneyError::Negative => "A marketing spend cannot be negative.".to_string(),
+        MoneyError::NotAmount => format!(
+            "{t:?} is not an amount: write it like 120 or 120.50 (digits, at most two decimals, no thousands separator)."
+        ),
+        MoneyError::TooHigh => format!(
             "{t} is more than the {} a month the page accepts: check the number.",
             money(MAX_SPEND_CENTS)
-        )
-    };
-    // More digits than any amount accepted: refused before they overflow.
-    if whole.trim_start_matches('0').len() > 9 {
-        return Err(too_high());
-    }
-    let whole: u64 = whole.parse().map_err(|_| not_amount())?;
-    let frac: u64 = format!("{frac:0<2}").parse().map_err(|_| not_amount())?;
-    let cents = whole * 100 + frac;
-    if cents > MAX_SPEND_CENTS {
-        return Err(too_high());
-    }
-    Ok(cents)
+        ),
+    })
 }
 
 /// A category select's value: empty is "not mapped".

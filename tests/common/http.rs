@@ -149,3 +149,41 @@ impl Browser {
         )
     }
 }
+
+impl Browser {
+    /// The first admin's session on `app`, made with its one-time setup code.
+    pub fn first_admin(app: &super::Appliance) -> Browser {
+        Browser {
+            addr: app.http.clone(),
+            cookie: super::login_first_admin(app),
+        }
+    }
+
+    /// Adds a member of staff with `role` through the users page (this
+    /// browser is an admin's), and returns their logged-in session.
+    pub fn add_staff(&self, name: &str, role: &str) -> Browser {
+        let csrf = self.get("/users").csrf();
+        let password = "a-long-enough-password";
+        let r = self.post(
+            "/users",
+            &[
+                ("csrf", &csrf),
+                ("name", name),
+                ("display_name", name),
+                ("role", role),
+                ("password", password),
+                ("password_again", password),
+            ],
+        );
+        assert_eq!(r.status, 303, "add {name}: {r:?}");
+        let anonymous = Browser {
+            addr: self.addr.clone(),
+            cookie: String::new(),
+        };
+        let r = anonymous.post("/login", &[("name", name), ("password", password)]);
+        Browser {
+            addr: self.addr.clone(),
+            cookie: r.session().unwrap_or_else(|| panic!("login {name}: {r:?}")),
+        }
+    }
+}
