@@ -17,7 +17,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::multipart::{Multipart, MultipartError, MultipartRejection};
+use crate::web::forms::Upload;
+use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -51,8 +52,6 @@ const CHANGE_WHAT: &str = "change customer data";
 pub const UPLOAD_MAX_BODY: usize = MAX_FILE_BYTES + 1024 * 1024;
 /// The file field of the import form.
 pub const FILE_FIELD: &str = "customers";
-/// Longest CSRF or check-box field read from an upload.
-const MAX_SMALL_FIELD: usize = 256;
 
 /// The routes of this module as (method, path), for the route-table test.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -701,63 +700,6 @@ async fn import_page(staff: Staff) -> Result<Response, WebError> {
     Ok(views_customers::import(&staff, None).into_response())
 }
 
-/// What the upload form sent.
-#[derive(Debug, Default)]
-struct Upload {
-    csrf: String,
-    dry_run: bool,
-    file_name: Option<String>,
-    /// The file, up to one byte over [`MAX_FILE_BYTES`].
-    file: Vec<u8>,
-    file_len: usize,
-    has_file: bool,
-}
-
-/// A small text field, at most [`MAX_SMALL_FIELD`] bytes kept.
-async fn small_field(
-    field: &mut axum::extract::multipart::Field<'_>,
-) -> Result<String, MultipartError> {
-    let mut text = Vec::new();
-    while let Some(chunk) = field.chunk().await? {
-        let room = MAX_SMALL_FIELD.saturating_sub(text.len());
-        text.extend_from_slice(&chunk[..chunk.len().min(room)]);
-    }
-    Ok(String::from_utf8_lossy(&text).into_owned())
-}
-
-/// Reads the whole form (so that the answer reaches the browser) but keeps
-/// no more than a customer file may hold.
-async fn read_upload(mut form: Multipart) -> Result<Upload, MultipartError> {
-    let mut up = Upload::default();
-    while let Some(mut field) = form.next_field().await? {
-        let name = field.name().map(str::to_owned);
-        match name.as_deref() {
-            Some("csrf") => up.csrf = small_field(&mut field).await?,
-            Some("dry_run") => up.dry_run = !small_field(&mut field).await?.trim().is_empty(),
-            Some(FILE_FIELD) => {
-                up.has_file = true;
-                up.file_name = field.file_name().map(str::to_owned);
-                while let Some(chunk) = field.chunk().await? {
-                    up.file_len += chunk.len();
-                    let room = (MAX_FILE_BYTES + 1).saturating_sub(up.file.len());
-                    up.file.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                }
-            }
-            _ => while field.chunk().await?.is_some() {},
-        }
-    }
-    Ok(up)
-}
-
-/// Compares two tokens in time that does not depend on where they differ.
-fn same_token(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
 fn import_answer(staff: &Staff, status: StatusCode, result: ImportResult) -> Response {
     (status, views_customers::import(staff, Some(&result))).into_response()
 }
@@ -829,7 +771,7 @@ async fn upload(
             )
         }
     };
-    let up = match read_upload(form).await {
+    let up = match crate::web::forms::read_upload(form, FILE_FIELD, MAX_FILE_BYTES).await {
         Ok(up) => up,
         Err(e) => {
             let status = e.status();
@@ -843,7 +785,7 @@ async fn upload(
             );
         }
     };
-    if !same_token(&up.csrf, &staff.csrf) {
+    if !crate::web::session::constant_time_eq(up.csrf.as_bytes(), staff.csrf.as_bytes()) {
         return Err(WebError::Csrf);
     }
     let csv = match file_text(&up) {

@@ -1,4 +1,63 @@
-//! Reading what staff type into forms, shared by the pages.
+//! Reading what staff type into forms and upload, shared by the pages.
+
+use axum::extract::multipart::{Field, MultipartError};
+use axum::extract::Multipart;
+
+/// Bytes kept of a small field of a multipart form (the CSRF token, a
+/// checkbox): more than any of them holds.
+pub const MAX_SMALL_FIELD: usize = 256;
+
+/// A multipart form with one file, as read.
+#[derive(Debug, Default)]
+pub struct Upload {
+    pub csrf: String,
+    /// The "check only" box (`dry_run`), when the form has one.
+    pub dry_run: bool,
+    pub file_name: Option<String>,
+    /// The file, up to one byte over the caller's limit (so "too large" is
+    /// known without keeping it all).
+    pub file: Vec<u8>,
+    /// The file's size as sent.
+    pub file_len: usize,
+    pub has_file: bool,
+}
+
+async fn small_field(field: &mut Field<'_>) -> Result<String, MultipartError> {
+    let mut text = Vec::new();
+    while let Some(chunk) = field.chunk().await? {
+        let room = MAX_SMALL_FIELD.saturating_sub(text.len());
+        text.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+    Ok(String::from_utf8_lossy(&text).into_owned())
+}
+
+/// Reads the whole form (so that the answer reaches the browser), keeping
+/// at most `max_file + 1` bytes of the file field `file_field`.
+pub async fn read_upload(
+    mut form: Multipart,
+    file_field: &str,
+    max_file: usize,
+) -> Result<Upload, MultipartError> {
+    let mut up = Upload::default();
+    while let Some(mut field) = form.next_field().await? {
+        let name = field.name().map(str::to_owned);
+        match name.as_deref() {
+            Some("csrf") => up.csrf = small_field(&mut field).await?,
+            Some("dry_run") => up.dry_run = !small_field(&mut field).await?.trim().is_empty(),
+            Some(f) if f == file_field => {
+                up.has_file = true;
+                up.file_name = field.file_name().map(str::to_owned);
+                while let Some(chunk) = field.chunk().await? {
+                    up.file_len += chunk.len();
+                    let room = (max_file + 1).saturating_sub(up.file.len());
+                    up.file.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+            }
+            _ => while field.chunk().await?.is_some() {},
+        }
+    }
+    Ok(up)
+}
 
 /// What is wrong with a typed amount of money.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -205,7 +205,7 @@ fn from_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
 
 /// Equal without an early exit, so the time taken does not tell how many
 /// leading bytes matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -899,6 +899,15 @@ fn clone_setup(f: &SetupForm) -> SetupForm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        let same = |a: &str, b: &str| constant_time_eq(a.as_bytes(), b.as_bytes());
+        assert!(same("abcd", "abcd"));
+        assert!(!same("abcd", "abce"));
+        assert!(!same("abc", "abcd"));
+        assert!(!same("", "abcd"));
+    }
 
     const IP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 168, 1, 20));
     const OTHER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 168, 1, 21));

@@ -50,8 +50,6 @@ pub const MIN_RATE_CENTS: u64 = 100;
 /// Highest labour rate the page accepts, in cents an hour: far above what
 /// a workshop charges, low enough to catch a rate typed in cents.
 pub const MAX_RATE_CENTS: u64 = 100_000;
-/// Longest CSRF field read from an upload.
-const MAX_CSRF_BYTES: usize = 256;
 /// The file field of the upload form.
 pub const FILE_FIELD: &str = "catalog";
 
@@ -175,57 +173,6 @@ impl From<MultipartError> for UploadRefusal {
             messages: vec![message],
         }
     }
-}
-
-/// What the upload form sent.
-#[derive(Debug, Default)]
-struct Upload {
-    csrf: String,
-    file_name: Option<String>,
-    /// The file, up to one byte over [`MAX_FILE_BYTES`].
-    file: Vec<u8>,
-    /// The file's size as sent.
-    file_len: usize,
-    has_file: bool,
-}
-
-/// Reads the whole form (so that the answer reaches the browser) but keeps
-/// no more than a catalog file may hold.
-async fn read_upload(mut form: Multipart) -> Result<Upload, MultipartError> {
-    let mut up = Upload::default();
-    while let Some(mut field) = form.next_field().await? {
-        let name = field.name().map(str::to_owned);
-        match name.as_deref() {
-            Some("csrf") => {
-                let mut text = Vec::new();
-                while let Some(chunk) = field.chunk().await? {
-                    let room = MAX_CSRF_BYTES.saturating_sub(text.len());
-                    text.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                }
-                up.csrf = String::from_utf8_lossy(&text).into_owned();
-            }
-            Some(FILE_FIELD) => {
-                up.has_file = true;
-                up.file_name = field.file_name().map(str::to_owned);
-                while let Some(chunk) = field.chunk().await? {
-                    up.file_len += chunk.len();
-                    let room = (MAX_FILE_BYTES + 1).saturating_sub(up.file.len());
-                    up.file.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                }
-            }
-            _ => while field.chunk().await?.is_some() {},
-        }
-    }
-    Ok(up)
-}
-
-/// Compares two tokens in time that does not depend on where they differ.
-fn same_token(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 // ---- Reading the settings in use ----
@@ -426,11 +373,11 @@ async fn upload(
             .await
         }
     };
-    let up = match read_upload(form).await {
+    let up = match crate::web::forms::read_upload(form, FILE_FIELD, MAX_FILE_BYTES).await {
         Ok(up) => up,
         Err(e) => return refuse_upload(&state, &staff, e.into()).await,
     };
-    if !same_token(&up.csrf, &staff.csrf) {
+    if !crate::web::session::constant_time_eq(up.csrf.as_bytes(), staff.csrf.as_bytes()) {
         return Err(WebError::Csrf);
     }
     let named = |m: String| match up.file_name.as_deref().filter(|n| !n.is_empty()) {
@@ -540,14 +487,6 @@ mod tests {
         assert!(refused(vec![0xFF, 0xFE, b'k', 0]).messages[0].contains("UTF-16"));
         let big = refused(vec![b'a'; MAX_FILE_BYTES + 1]);
         assert_eq!(big.status, StatusCode::PAYLOAD_TOO_LARGE);
-    }
-
-    #[test]
-    fn tokens_compare_whole() {
-        assert!(same_token("abcd", "abcd"));
-        assert!(!same_token("abcd", "abce"));
-        assert!(!same_token("abc", "abcd"));
-        assert!(!same_token("", "abcd"));
     }
 
     #[test]
