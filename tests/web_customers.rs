@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::http::{request, Browser, Reply};
+use common::http::{request, Browser, Reply, Rig};
 use common::*;
 
 const HEADER: &str =
@@ -62,28 +62,7 @@ fn upload(b: &Browser, file: &[u8], dry_run: bool) -> Reply {
     )
 }
 
-struct Rig {
-    _dir: tempfile::TempDir,
-    _line: Line,
-    app: Appliance,
-    admin: Browser,
-}
-
 impl Rig {
-    fn start() -> Rig {
-        let dir = tempfile::tempdir().unwrap();
-        let line = Line::open();
-        let config = write_config(dir.path(), &line.slave_path);
-        let app = Appliance::start(&config);
-        let admin = Browser::first_admin(&app);
-        Rig {
-            _dir: dir,
-            _line: line,
-            app,
-            admin,
-        }
-    }
-
     /// The rig with the good file imported through the page.
     fn imported() -> Rig {
         let rig = Rig::start();
@@ -98,11 +77,6 @@ impl Rig {
         let out = forecourt(&["export", "customers"], &self.app.config);
         assert!(out.status.success(), "export: {out:?}");
         String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// A member of staff with `role`, added through the users page.
-    fn staff(&self, name: &str, role: &str) -> Browser {
-        self.admin.add_staff(name, role)
     }
 
     fn token(&self, name: &str, role: &str) -> String {

@@ -7,62 +7,25 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::http::{Browser, Reply};
+use common::http::{Reply, Rig};
 use common::*;
 
-const T: Duration = Duration::from_secs(10);
 const VIN: &str = "WF0XXXGCDX7654321";
 const DEVICE: u64 = 0x00C0_FFEE_0000_0077;
 /// ISO 14229-1 status: testFailed | confirmedDTC (a permanent code).
 const PERMANENT: u8 = 0x09;
 
-struct Rig {
-    _dir: tempfile::TempDir,
-    line: Line,
-    app: Appliance,
-    admin: Browser,
-    seq: u16,
-}
-
 impl Rig {
-    fn start() -> Rig {
-        let dir = tempfile::tempdir().unwrap();
-        let line = Line::open();
-        let config = write_config(dir.path(), &line.slave_path);
-        let app = Appliance::start(&config);
-        let admin = Browser::first_admin(&app);
-        Rig {
-            _dir: dir,
-            line,
-            app,
-            admin,
-            seq: 0,
-        }
-    }
-
-    /// Sends one message from the dongle and waits for its ACK (sent only
-    /// once the message is committed, leads included).
-    fn send(&mut self, (kind, body): (u8, Vec<u8>)) {
-        self.seq += 1;
-        let p = payload(kind, self.seq, DEVICE, now_ms(), &body);
-        self.line.write(&wire(&p));
-        self.line.wait_ack(DEVICE, self.seq, T).unwrap();
-    }
-
     /// A Ford (no consent needed) with the engine lamp lit and a misfire
     /// code: a warning-lamp lead and an error-code lead.
     fn vehicle_with_two_leads(&mut self) {
-        self.send(hello(VIN, false));
-        self.send(heartbeat(false, 0, 48_210, 12_480, 0));
-        self.send(lamp(1, true));
-        self.send(dtc_report(0x7E0, &[([0x03, 0x01, 0x00], PERMANENT)]));
-    }
-
-    /// A member of staff with `role`, added through the users page, logged in.
-    fn staff(&self, name: &str, role: &str) -> Browser {
-        self.admin.add_staff(name, role)
+        self.send(DEVICE, hello(VIN, false));
+        self.send(DEVICE, heartbeat(false, 0, 48_210, 12_480, 0));
+        self.send(DEVICE, lamp(1, true));
+        self.send(
+            DEVICE,
+            dtc_report(0x7E0, &[([0x03, 0x01, 0x00], PERMANENT)]),
+        );
     }
 }
 
@@ -342,7 +305,7 @@ fn issue_4_the_vehicle_page_shows_identity_leads_codes_and_the_battery_graph() {
     let mut rig = Rig::start();
     rig.vehicle_with_two_leads();
     // POWER_LOST (PROTOCOL.md 0x07), reason 1: unplugged.
-    rig.send((0x07, vec![1]));
+    rig.send(DEVICE, (0x07, vec![1]));
     let list = rig.admin.get("/vehicles");
     assert_eq!(list.status, 200);
     assert!(list.body.contains(&format!("href=\"/vehicles/{DEVICE}\"")));
@@ -368,24 +331,6 @@ fn issue_4_the_vehicle_page_shows_identity_leads_codes_and_the_battery_graph() {
     assert_eq!(rig.admin.get("/vehicles?after=x").status, 400);
 }
 
-/// Imports `csv` into the running appliance through its control socket.
-fn import_customers(rig: &Rig, csv: &str) {
-    let file = rig._dir.path().join("customers.csv");
-    std::fs::write(&file, csv).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_forecourt"))
-        .args(["import", "customers"])
-        .arg(&file)
-        .arg("--config")
-        .arg(&rig.app.config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn r_dash_1_vehicle_and_invitation_figures_link_to_their_lists() {
     if skip_under_qemu_user() {
@@ -394,14 +339,11 @@ fn r_dash_1_vehicle_and_invitation_figures_link_to_their_lists() {
     let mut rig = Rig::start();
     // Our dongle's VIN, imported for a customer, and one vehicle without a
     // unit of a fleet.
-    import_customers(
-        &rig,
-        &format!(
-            "customer_id,name,phone,email,source,customer_since,vin,brand,model,model_year,fleet\n\
+    rig.import_customers(&format!(
+        "customer_id,name,phone,email,source,customer_since,vin,brand,model,model_year,fleet\n\
              K1,Anna Berg,,,Google,2025-01-10,{VIN},Ford,Focus,2019,\n\
              ,,,,,,TMBJG7NE3GP329256,Skoda,Octavia,2016,City Taxis\n"
-        ),
-    );
+    ));
     rig.vehicle_with_two_leads();
     let dash = rig.admin.get("/");
     assert_eq!(

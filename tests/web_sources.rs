@@ -7,13 +7,9 @@
 
 mod common;
 
-use std::process::Command;
-use std::time::Duration;
-
-use common::http::{Browser, Reply};
+use common::http::{Browser, Reply, Rig};
 use common::*;
 
-const T: Duration = Duration::from_secs(10);
 const HEADER: &str =
     "customer_id,name,phone,email,source,customer_since,vin,brand,model,model_year,fleet";
 /// One of the definitions the sources page shows (docs/customers.md).
@@ -23,63 +19,6 @@ const CLARA_VIN: &str = "WF0XXXGCDX7654321";
 const STRANGER_VIN: &str = "WVWZZZ1JZXW000009";
 const CLARA_UNIT: u64 = 0x00C0_FFEE_0000_0101;
 const STRANGER_UNIT: u64 = 0x00C0_FFEE_0000_0102;
-
-struct Rig {
-    dir: tempfile::TempDir,
-    line: Line,
-    app: Appliance,
-    admin: Browser,
-    seq: u16,
-}
-
-impl Rig {
-    fn start() -> Rig {
-        let dir = tempfile::tempdir().unwrap();
-        let line = Line::open();
-        let config = write_config(dir.path(), &line.slave_path);
-        let app = Appliance::start(&config);
-        let admin = Browser::first_admin(&app);
-        Rig {
-            dir,
-            line,
-            app,
-            admin,
-            seq: 0,
-        }
-    }
-
-    /// Imports `csv` with `forecourt import customers` into the running
-    /// appliance (through its control socket).
-    fn import(&self, csv: &str) {
-        let path = self.dir.path().join("customers.csv");
-        std::fs::write(&path, csv).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_forecourt"))
-            .args(["import", "customers"])
-            .arg(&path)
-            .arg("--config")
-            .arg(&self.app.config)
-            .output()
-            .expect("run forecourt import");
-        assert!(
-            out.status.success(),
-            "import: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// One message from `device`, waited for until committed (its ACK).
-    fn send(&mut self, device: u64, (kind, body): (u8, Vec<u8>)) {
-        self.seq += 1;
-        let p = payload(kind, self.seq, device, now_ms(), &body);
-        self.line.write(&wire(&p));
-        self.line.wait_ack(device, self.seq, T).unwrap();
-    }
-
-    /// A member of staff with `role`, added through the users page, logged in.
-    fn staff(&self, name: &str, role: &str) -> Browser {
-        self.admin.add_staff(name, role)
-    }
-}
 
 /// Posts a form of the page at `page` (its CSRF token added).
 fn post(b: &Browser, page: &str, path: &str, form: &[(&str, &str)]) -> Reply {
@@ -130,7 +69,7 @@ fn r_src_1_and_3_sources_mapping_spend_and_the_report() {
         return;
     }
     let rig = Rig::start();
-    rig.import(&customers_file());
+    rig.import_customers(&customers_file());
     let admin = &rig.admin;
 
     // The imported sources, unmapped, with their customers.
@@ -350,7 +289,7 @@ fn r_src_2_the_days_vehicles_mark_customers_without_source_and_set_it_in_place()
         return;
     }
     let mut rig = Rig::start();
-    rig.import(&customers_file());
+    rig.import_customers(&customers_file());
     // Clara's car on the lot, and a car nobody registered to a customer.
     rig.send(CLARA_UNIT, hello(CLARA_VIN, false));
     rig.send(CLARA_UNIT, heartbeat(false, 0, 48_210, 12_480, 0));

@@ -187,3 +187,63 @@ impl Browser {
         }
     }
 }
+
+/// What the page tests start from: the real `forecourt run` on a fresh
+/// data directory, a dongle on its pty, and the first admin logged in.
+pub struct Rig {
+    pub dir: tempfile::TempDir,
+    pub line: super::Line,
+    pub app: super::Appliance,
+    pub admin: Browser,
+    /// The dongle's last sequence number.
+    pub seq: u16,
+}
+
+impl Rig {
+    pub fn start() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let line = super::Line::open();
+        let config = super::write_config(dir.path(), &line.slave_path);
+        let app = super::Appliance::start(&config);
+        let admin = Browser::first_admin(&app);
+        Rig {
+            dir,
+            line,
+            app,
+            admin,
+            seq: 0,
+        }
+    }
+
+    /// One message from `device`, waited for until committed (its ACK).
+    pub fn send(&mut self, device: u64, (kind, body): (u8, Vec<u8>)) {
+        self.seq += 1;
+        let p = super::payload(kind, self.seq, device, super::now_ms(), &body);
+        self.line.write(&super::wire(&p));
+        self.line.wait_ack(device, self.seq, T).unwrap();
+    }
+
+    /// Imports `csv` with `forecourt import customers` into the running
+    /// appliance (through its control socket).
+    pub fn import_customers(&self, csv: &str) {
+        let path = self.dir.path().join("customers.csv");
+        std::fs::write(&path, csv).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_forecourt"))
+            .args(["import", "customers"])
+            .arg(&path)
+            .arg("--config")
+            .arg(&self.app.config)
+            .output()
+            .expect("run forecourt import");
+        assert!(
+            out.status.success(),
+            "import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A member of staff with `role`, added by the admin, logged in.
+    pub fn staff(&self, name: &str, role: &str) -> Browser {
+        self.admin.add_staff(name, role)
+    }
+}
