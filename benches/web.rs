@@ -748,6 +748,7 @@ fn committer(store: Arc<Store>, per_s: u32, stop: Arc<AtomicBool>) -> std::threa
             if store.write(|tx| tx.add_counter("bench.commits", 1)).is_ok() {
                 n += 1;
             }
+            // The pacing is the point: a steady rate of commits, like a lot.
             std::thread::sleep(period);
         }
         n
@@ -818,6 +819,7 @@ fn wait_until_idle() -> Duration {
     let started = Instant::now();
     let mut before = cpu_seconds();
     while started.elapsed() < Duration::from_secs(60) {
+        // Idle is measured over real time: CPU used per half second.
         std::thread::sleep(Duration::from_millis(500));
         let now = cpu_seconds();
         if now - before < 0.05 {

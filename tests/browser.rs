@@ -225,6 +225,7 @@ async fn wait_until_on_appliance(browser: &Browser) {
             Instant::now() < deadline,
             "the forged form never reached the appliance (still at {url})"
         );
+        // The browser loads the other site's page in real time: poll it.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -298,6 +299,8 @@ async fn dashboard_with_an_open_lead(demo: &Demo, browser: &Browser) -> (String,
             demo.started.elapsed() < REPLAY_DEADLINE,
             "no open lead on the dashboard {REPLAY_DEADLINE:?} after the demo started: {figures:?}"
         );
+        // The demo replays its week in real time (a separate process, so
+        // no simulated clock here): poll its figures once a second.
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
@@ -404,6 +407,7 @@ async fn a_lead_opened_from_the_dashboard_is_assigned_and_closed() {
     let deadline = Instant::now() + WAIT;
     let mut after = open_count(&browser, &lead_type).await;
     while after >= before && Instant::now() < deadline {
+        // The figures refresh per commit of a live process: poll them.
         tokio::time::sleep(Duration::from_millis(500)).await;
         after = open_count(&browser, &lead_type).await;
     }

@@ -116,6 +116,7 @@ fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
             return v;
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        // A real process answering a broadcast: its time is real, so poll.
         std::thread::sleep(Duration::from_millis(50));
     }
 }

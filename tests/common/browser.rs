@@ -222,6 +222,7 @@ impl Chromedriver {
                 "chromedriver did not answer /status within {WAIT:?}; its log: {}",
                 self.log.display()
             );
+            // chromedriver is another process starting up: poll its /status.
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -366,6 +367,8 @@ impl Demo {
             forecourt::demo::BACKFILL_MS as f64 / forecourt::demo::SPEED / 1000.0,
         );
         let give_up = self.started + deadline;
+        // The demo process replays on its own accelerated clock, which this
+        // test cannot drive: wait out the replay's length, then for calm.
         while self.started.elapsed() < replay {
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -740,6 +743,7 @@ impl Browser {
                 "no new page within {WAIT:?} (still at {})",
                 self.path().await
             );
+            // Navigation in the browser takes real time: poll for the page.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
